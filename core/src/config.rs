@@ -1,0 +1,344 @@
+//! The one typed configuration tree.
+//!
+//! Layers, later wins: built-in defaults → TOML file (`--config`) → `INLET_*` environment variables
+//! and command-line flags (the CLI applies both). [`Config::validate`] runs once, before anything
+//! starts, and names the offending key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::secret::Secret;
+
+/// Everything inlet can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Kafka connection and topics.
+    pub kafka: KafkaConfig,
+    /// The webhook and admin listeners.
+    pub ingest: IngestConfig,
+    /// The router stage.
+    pub router: StageConfig,
+    /// The workers stage.
+    pub workers: StageConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Seconds a stage may take to drain in-flight work on SIGTERM/Ctrl-C before it exits anyway.
+    pub shutdown_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaConfig::default(),
+            ingest: IngestConfig::default(),
+            router: StageConfig {
+                group_id: "inlet-router".to_owned(),
+                max_in_flight: 1024,
+            },
+            workers: StageConfig {
+                group_id: "inlet-workers".to_owned(),
+                max_in_flight: 1024,
+            },
+            log: LogConfig::default(),
+            shutdown_timeout_secs: 20,
+        }
+    }
+}
+
+/// Kafka connection and topic settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]` of the brokers. Unset: `inlet dev` starts an embedded in-memory
+    /// broker; the single stages refuse to start.
+    pub bootstrap_servers: Option<String>,
+    /// Prefix of every topic name.
+    pub topic_prefix: String,
+    /// `client.id` reported to the brokers.
+    pub client_id: String,
+    /// Create missing topics at startup (needs the cluster's permission to create topics).
+    pub create_topics: bool,
+    /// Replication factor of created topics; `-1` uses the broker's default.
+    pub replication_factor: i32,
+    /// Extra librdkafka properties (SASL, TLS, tuning), applied last: they override inlet's.
+    pub librdkafka: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            bootstrap_servers: None,
+            topic_prefix: "inlet.".to_owned(),
+            client_id: "inlet".to_owned(),
+            create_topics: true,
+            replication_factor: -1,
+            librdkafka: BTreeMap::new(),
+        }
+    }
+}
+
+/// The ingest stage: webhook listener and admin API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Address of the public webhook listener.
+    pub webhook_addr: SocketAddr,
+    /// Address of the internal admin API listener.
+    pub admin_addr: SocketAddr,
+    /// Base URL Bitbucket reaches the webhook listener at (used in webhook URLs shown to admins);
+    /// defaults to `http://<webhook_addr>`.
+    pub public_base_url: Option<String>,
+    /// The bootstrap root-admin API key (at least 16 characters).
+    pub admin_key: Option<Secret>,
+    /// A file holding the bootstrap root-admin API key (alternative to `admin_key`).
+    pub admin_key_file: Option<PathBuf>,
+    /// Largest accepted webhook body in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Most webhook publishes awaiting the broker at once; beyond it requests get 503.
+    pub max_in_flight: usize,
+    /// Milliseconds to wait for the broker's acknowledgement before answering 503.
+    pub publish_timeout_ms: u64,
+    /// Milliseconds a client may take to send the request headers.
+    pub header_read_timeout_ms: u64,
+    /// Milliseconds a whole request (body included) may take.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            webhook_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            public_base_url: None,
+            admin_key: None,
+            admin_key_file: None,
+            max_body_bytes: 1024 * 1024,
+            max_in_flight: 4096,
+            publish_timeout_ms: 5_000,
+            header_read_timeout_ms: 5_000,
+            request_timeout_ms: 15_000,
+        }
+    }
+}
+
+/// A consuming stage (router or workers).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Kafka consumer group id.
+    pub group_id: String,
+    /// Most input records whose outputs await the broker at once.
+    pub max_in_flight: usize,
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (human) or `json`.
+    pub format: LogFormat,
+    /// `tracing` filter directives, e.g. `info,inlet_router=debug`. `INLET_LOG` overrides.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info,librdkafka=warn,rdkafka=warn".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration problem, naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this tree.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error (names the key).
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: `{key}` {problem}")]
+    Invalid {
+        /// Dotted key, e.g. `ingest.max_body_bytes`.
+        key: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Defaults, overlaid with the TOML file at `path` when given.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Checks every value that could make a stage fail later.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        let prefix = &self.kafka.topic_prefix;
+        if prefix.len() > 200
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return invalid(
+                "kafka.topic_prefix",
+                "may only hold letters, digits, `.`, `_` and `-`",
+            );
+        }
+        if let Some(servers) = &self.kafka.bootstrap_servers
+            && servers.trim().is_empty()
+        {
+            return invalid(
+                "kafka.bootstrap_servers",
+                "is empty; unset it to use the embedded broker",
+            );
+        }
+        if self.ingest.max_body_bytes == 0 {
+            return invalid("ingest.max_body_bytes", "must be at least 1");
+        }
+        if self.ingest.max_in_flight == 0 {
+            return invalid("ingest.max_in_flight", "must be at least 1");
+        }
+        if self.ingest.publish_timeout_ms == 0 {
+            return invalid("ingest.publish_timeout_ms", "must be at least 1");
+        }
+        if self.router.max_in_flight == 0 {
+            return invalid("router.max_in_flight", "must be at least 1");
+        }
+        if self.workers.max_in_flight == 0 {
+            return invalid("workers.max_in_flight", "must be at least 1");
+        }
+        if let Some(url) = &self.ingest.public_base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("ingest.public_base_url", "must start with http:// or https://");
+        }
+        if let Some(key) = &self.ingest.admin_key
+            && key.expose().len() < 16
+        {
+            return invalid("ingest.admin_key", "must be at least 16 characters");
+        }
+        Ok(())
+    }
+
+    /// The bootstrap admin key from `admin_key` or `admin_key_file`, if either is set.
+    pub fn admin_key(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Some(key) = &self.ingest.admin_key {
+            return Ok(Some(key.clone()));
+        }
+        let Some(path) = &self.ingest.admin_key_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let key = text.trim();
+        if key.len() < 16 {
+            return Err(ConfigError::Invalid {
+                key: "ingest.admin_key_file",
+                problem: "holds a key shorter than 16 characters".to_owned(),
+            });
+        }
+        Ok(Some(Secret::new(key)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Defaults are valid and match the documented addresses.
+    #[test]
+    fn defaults_validate() {
+        let config = Config::default();
+        config.validate().expect("defaults are valid");
+        assert_eq!(config.ingest.webhook_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.ingest.admin_addr.to_string(), "127.0.0.1:8081");
+        assert_eq!(config.kafka.topic_prefix, "inlet.");
+    }
+
+    /// A file overrides only what it names; unknown keys are errors that name the key.
+    #[test]
+    fn file_layer_and_unknown_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("inlet.toml");
+        std::fs::write(
+            &path,
+            "[ingest]\nmax_body_bytes = 2048\n[kafka.librdkafka]\n\"security.protocol\" = \"SASL_SSL\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path)).expect("load");
+        assert_eq!(config.ingest.max_body_bytes, 2048);
+        assert_eq!(config.ingest.publish_timeout_ms, 5_000);
+        assert_eq!(
+            config.kafka.librdkafka.get("security.protocol").map(String::as_str),
+            Some("SASL_SSL")
+        );
+
+        std::fs::write(&path, "[ingest]\nmax_body_byte = 1\n").expect("write");
+        let err = Config::load(Some(&path)).expect_err("unknown key");
+        assert!(err.to_string().contains("max_body_byte"), "{err}");
+    }
+
+    /// Out-of-range values are refused with the key named.
+    #[test]
+    fn validation_names_the_key() {
+        let mut config = Config::default();
+        config.ingest.max_body_bytes = 0;
+        let err = config.validate().expect_err("invalid");
+        assert!(err.to_string().contains("ingest.max_body_bytes"));
+
+        let mut config = Config::default();
+        config.kafka.topic_prefix = "bad prefix".to_owned();
+        assert!(config.validate().is_err());
+
+        let mut config = Config::default();
+        config.ingest.admin_key = Some(Secret::new("short"));
+        let err = config.validate().expect_err("short key");
+        assert!(!err.to_string().contains("short\""), "no secret in errors");
+    }
+}

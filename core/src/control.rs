@@ -1,0 +1,159 @@
+//! Control commands: the records of `inlet.control`.
+//!
+//! Every change to spaces, integrations, stacks and API keys is one [`ControlRecord`] appended to the
+//! single-partition control topic. A command carries everything the fold needs to be deterministic:
+//! generated ids, secrets and timestamps are chosen by whoever appends it, never by the fold.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{ApiKey, Integration, Space};
+
+/// Version tag of control records.
+pub const CONTROL_SCHEMA: &str = "inlet.control/v1";
+
+/// One entry of the control log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlRecord {
+    /// Always [`CONTROL_SCHEMA`].
+    pub schema: String,
+    /// Unique id of this command.
+    pub command_id: String,
+    /// The process that appended the command; lets it collect the fold's outcome.
+    pub origin: String,
+    /// When the command was issued (RFC 3339).
+    pub issued_at: String,
+    /// Who issued it (an API key id, or `bootstrap`).
+    pub actor: String,
+    /// The change itself.
+    pub command: ControlCommand,
+}
+
+/// A change to the registry. The fold validates it against the state before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlCommand {
+    /// Create a space under an existing parent.
+    CreateSpace {
+        /// The new space.
+        space: Space,
+    },
+    /// Create an integration (a fresh incarnation of its name).
+    CreateIntegration {
+        /// The new integration, secret included.
+        integration: Integration,
+    },
+    /// Delete an integration; stacks using it become detached.
+    DeleteIntegration {
+        /// Name of the integration.
+        name: String,
+    },
+    /// Create a stack.
+    CreateStack {
+        /// The new stack.
+        stack: StackSpec,
+    },
+    /// Change a stack; naming an available integration re-attaches a detached stack.
+    UpdateStack {
+        /// Id of the stack.
+        id: String,
+        /// Fields to change.
+        patch: StackPatch,
+    },
+    /// Delete a stack.
+    DeleteStack {
+        /// Id of the stack.
+        id: String,
+    },
+    /// Create an API key (only its hash travels).
+    CreateApiKey {
+        /// The new key.
+        key: ApiKey,
+    },
+    /// Revoke an API key.
+    DeleteApiKey {
+        /// Id of the key.
+        id: String,
+    },
+}
+
+impl ControlCommand {
+    /// The Kafka key of the record: the entity it changes.
+    pub fn entity_key(&self) -> String {
+        match self {
+            ControlCommand::CreateSpace { space } => format!("space/{}", space.id),
+            ControlCommand::CreateIntegration { integration } => {
+                format!("integration/{}", integration.name)
+            }
+            ControlCommand::DeleteIntegration { name } => format!("integration/{name}"),
+            ControlCommand::CreateStack { stack } => format!("stack/{}", stack.id),
+            ControlCommand::UpdateStack { id, .. } | ControlCommand::DeleteStack { id } => {
+                format!("stack/{id}")
+            }
+            ControlCommand::CreateApiKey { key } => format!("api-key/{}", key.id),
+            ControlCommand::DeleteApiKey { id } => format!("api-key/{id}"),
+        }
+    }
+
+    /// A short name of the command kind, for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ControlCommand::CreateSpace { .. } => "create_space",
+            ControlCommand::CreateIntegration { .. } => "create_integration",
+            ControlCommand::DeleteIntegration { .. } => "delete_integration",
+            ControlCommand::CreateStack { .. } => "create_stack",
+            ControlCommand::UpdateStack { .. } => "update_stack",
+            ControlCommand::DeleteStack { .. } => "delete_stack",
+            ControlCommand::CreateApiKey { .. } => "create_api_key",
+            ControlCommand::DeleteApiKey { .. } => "delete_api_key",
+        }
+    }
+}
+
+/// A stack as requested; the fold derives its integration status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackSpec {
+    /// Unique id.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Space the stack lives in.
+    pub space_id: String,
+    /// Name of the integration to attach.
+    pub integration: String,
+    /// `PROJECT/repo`.
+    pub repository: String,
+    /// Tracked branch.
+    pub branch: String,
+    /// Directory inside the repository.
+    pub project_root: String,
+    /// Labels.
+    pub labels: Vec<String>,
+    /// Whether runs are blocked.
+    pub disabled: bool,
+}
+
+/// Fields of a stack that may change; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackPatch {
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Integration to (re-)attach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration: Option<String>,
+    /// New repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// New tracked branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// New project root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project_root: Option<String>,
+    /// New labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    /// Enable or disable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+}

@@ -1,0 +1,245 @@
+//! Following `inlet.control`: the background fold every process runs, and append-and-wait for the
+//! admin API.
+//!
+//! Enters: every record of the control topic's single partition, from offset 0, in order.
+//! Leaves: the folded [`Registry`] and the offset folded so far. [`ControlLog::append`] writes a
+//! command, waits until this process's own fold has applied it and returns the fold's verdict, so a
+//! 2xx from the admin API means every later read on this process sees the change.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::util::Timeout;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::now_rfc3339;
+use crate::control::{CONTROL_SCHEMA, ControlCommand, ControlRecord};
+use crate::fold::Outcome;
+use crate::kafka::{Kafka, SetupError};
+use crate::registry::Registry;
+use crate::secret::Secret;
+
+/// How long append waits for the broker and then for the fold.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Outcomes kept for commands this process appended but has not collected yet.
+const MAX_PENDING_OUTCOMES: usize = 10_000;
+
+/// Why an append did not produce a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The broker did not take the command.
+    #[error("the control log is unavailable: {0}")]
+    Unavailable(String),
+    /// The command was written but the fold did not reach it in time.
+    #[error("the control log did not apply the command in time")]
+    FoldTimeout,
+    /// The process is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+}
+
+struct Shared {
+    registry: RwLock<Registry>,
+    outcomes: Mutex<BTreeMap<i64, Outcome>>,
+    /// The next offset to fold: everything below it is applied.
+    applied: watch::Sender<i64>,
+    origin: String,
+    topic: String,
+    producer: FutureProducer,
+}
+
+/// A handle on this process's fold of the control log. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlLog {
+    shared: Arc<Shared>,
+}
+
+impl ControlLog {
+    /// Starts following `topic` and returns once the fold has caught up with the log's end as it was
+    /// at startup, so the first read already sees every committed change. The fold runs until
+    /// `shutdown` is cancelled; the returned task ends with it.
+    pub async fn start(
+        kafka: &Kafka,
+        topic: String,
+        producer: FutureProducer,
+        shutdown: CancellationToken,
+    ) -> Result<(ControlLog, tokio::task::JoinHandle<()>), SetupError> {
+        let consumer = kafka.reader().await?;
+        let mut assignment = TopicPartitionList::new();
+        assignment.add_partition_offset(&topic, 0, Offset::Beginning)?;
+        consumer.assign(&assignment)?;
+
+        let end = {
+            let producer = producer.clone();
+            let topic = topic.clone();
+            tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_watermarks(&topic, 0, Duration::from_secs(30))
+            })
+            .await??
+            .1
+        };
+
+        let (applied, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            registry: RwLock::new(Registry::new()),
+            outcomes: Mutex::new(BTreeMap::new()),
+            applied,
+            origin: Secret::generate(8).expose().to_owned(),
+            topic,
+            producer,
+        });
+        let log = ControlLog {
+            shared: shared.clone(),
+        };
+        let task = tokio::spawn(follow(consumer, shared, shutdown.clone()));
+        tokio::select! {
+            _ = log.wait_applied(end) => {}
+            _ = shutdown.cancelled() => {}
+        }
+        let sizes = log.read().sizes();
+        tracing::info!(
+            offset = end,
+            spaces = sizes.spaces,
+            integrations = sizes.integrations,
+            stacks = sizes.stacks,
+            "control log caught up"
+        );
+        Ok((log, task))
+    }
+
+    /// A read view of the registry. Hold it briefly and never across an `.await`.
+    pub fn read(&self) -> RwLockReadGuard<'_, Registry> {
+        // A poisoned lock means a fold panicked mid-update; the registry is still the last
+        // consistent state because apply() validates before it mutates.
+        self.shared
+            .registry
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The next offset to fold: every record below it is reflected in [`Self::read`].
+    pub fn applied_offset(&self) -> i64 {
+        *self.shared.applied.borrow()
+    }
+
+    /// Waits until every record below `offset` has been folded.
+    pub async fn wait_applied(&self, offset: i64) {
+        let mut rx = self.shared.applied.subscribe();
+        // Err means the fold task ended (shutdown); nothing more will be applied.
+        let _ = rx.wait_for(|applied| *applied >= offset).await;
+    }
+
+    /// Appends `command` on behalf of `actor`, waits for this process's fold to apply it, and returns
+    /// the fold's verdict with the record's offset.
+    pub async fn append(
+        &self,
+        actor: &str,
+        command: ControlCommand,
+    ) -> Result<(i64, Outcome), ControlError> {
+        let record = ControlRecord {
+            schema: CONTROL_SCHEMA.to_owned(),
+            command_id: Secret::generate(12).expose().to_owned(),
+            origin: self.shared.origin.clone(),
+            issued_at: now_rfc3339(),
+            actor: actor.to_owned(),
+            command,
+        };
+        let key = record.command.entity_key();
+        let payload = serde_json::to_vec(&record)
+            .map_err(|err| ControlError::Unavailable(err.to_string()))?;
+        let delivery = self
+            .shared
+            .producer
+            .send(
+                FutureRecord::to(&self.shared.topic)
+                    .key(&key)
+                    .payload(&payload),
+                Timeout::After(APPEND_TIMEOUT),
+            )
+            .await;
+        let offset = match delivery {
+            Ok(delivery) => delivery.offset,
+            Err((err, _)) => return Err(ControlError::Unavailable(err.to_string())),
+        };
+        tokio::time::timeout(APPEND_TIMEOUT, self.wait_applied(offset + 1))
+            .await
+            .map_err(|_| ControlError::FoldTimeout)?;
+        let outcome = self
+            .shared
+            .outcomes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&offset);
+        match outcome {
+            Some(outcome) => Ok((offset, outcome)),
+            // Applied offsets but no outcome: the fold stopped (shutdown) before reaching it.
+            None => Err(ControlError::ShuttingDown),
+        }
+    }
+}
+
+/// Folds records until shutdown.
+async fn follow(consumer: StreamConsumer, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        let message = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            message = consumer.recv() => message,
+        };
+        let message = match message {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::warn!(error = %err, "control log read failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let offset = message.offset();
+        let record = message
+            .payload()
+            .map(serde_json::from_slice::<ControlRecord>);
+        match record {
+            Some(Ok(record)) => {
+                let outcome = shared
+                    .registry
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .apply(&record);
+                match &outcome {
+                    Ok(_) => tracing::debug!(offset, kind = record.command.kind(), "applied"),
+                    Err(rejection) => tracing::info!(
+                        offset,
+                        kind = record.command.kind(),
+                        code = rejection.code,
+                        reason = %rejection.message,
+                        "control command rejected"
+                    ),
+                }
+                if record.origin == shared.origin {
+                    let mut outcomes = shared
+                        .outcomes
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    outcomes.insert(offset, outcome);
+                    // Entries stay only if their appender gave up; drop the oldest of those.
+                    while outcomes.len() > MAX_PENDING_OUTCOMES {
+                        outcomes.pop_first();
+                    }
+                }
+            }
+            // Every replica skips the same unreadable record, so they still agree.
+            Some(Err(err)) => {
+                tracing::error!(offset, error = %err, "skipping unreadable control record")
+            }
+            None => tracing::error!(offset, "skipping empty control record"),
+        }
+        shared.applied.send_replace(offset + 1);
+    }
+}

@@ -1,0 +1,144 @@
+//! The control plane's entities: spaces, integrations, stacks and API keys.
+//!
+//! These are plain data. The rules that relate them (unique names, one default integration,
+//! availability through inheriting spaces) live in [`crate::fold`], the only code that changes them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// The id of the space that always exists and roots the tree.
+pub const ROOT_SPACE: &str = "root";
+
+/// The only VCS provider inlet speaks.
+pub const PROVIDER: &str = "bitbucket_datacenter";
+
+/// A node in the space tree; access and integration availability follow the tree.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Space {
+    /// Stable identifier, unique among spaces.
+    pub id: String,
+    /// Human name, may change.
+    pub name: String,
+    /// Parent space; `None` only for `root`.
+    pub parent_id: Option<String>,
+    /// Whether this space sees the integrations of its parent (and, through it, further ancestors
+    /// that inherit too).
+    pub inherit_entities: bool,
+}
+
+impl Space {
+    /// The root space every registry starts with.
+    pub fn root() -> Self {
+        Space {
+            id: ROOT_SPACE.to_owned(),
+            name: "root".to_owned(),
+            parent_id: None,
+            inherit_entities: false,
+        }
+    }
+}
+
+/// A Bitbucket Data Center integration. Its name is immutable and alone determines its webhook URL,
+/// so re-creating an integration with the same name keeps the URL while the secret changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Integration {
+    /// Unique, immutable name; the last path segment of the webhook URL.
+    pub name: String,
+    /// Identifies this incarnation of the name: a re-created integration gets a new id, which is how
+    /// stacks of the deleted one stay detached.
+    pub id: String,
+    /// The default integration is available to every stack; at most one exists.
+    pub is_default: bool,
+    /// The space it belongs to (`root` for the default integration).
+    pub space_id: String,
+    /// `https://…`, `http://…` or `private://<vcs-agent-pool>`.
+    pub api_host_url: String,
+    /// The URL shown to people; defaults to `api_host_url`.
+    pub user_facing_host_url: String,
+    /// The Bitbucket user inlet acts as.
+    pub username: String,
+    /// The Bitbucket access token (write-only through the API).
+    pub access_token: Secret,
+    /// Free-form labels.
+    pub labels: Vec<String>,
+    /// Markdown description.
+    pub description: String,
+    /// The HMAC secret Bitbucket signs webhooks with.
+    pub webhook_secret: Secret,
+    /// When the integration was created (RFC 3339, from the control record).
+    pub created_at: String,
+}
+
+/// Whether a stack's integration still exists in the incarnation the stack was attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IntegrationStatus {
+    /// The integration the stack names exists and is the one it was attached to.
+    Attached,
+    /// The integration was deleted; the stack keeps its name until re-attached.
+    Detached,
+}
+
+/// An infrastructure-as-code project tied to a repository and a tracked branch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stack {
+    /// Unique identifier; the key of its triggers and decisions on Kafka.
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// The space the stack lives in.
+    pub space_id: String,
+    /// The name of the integration the stack uses (kept when the integration is deleted).
+    pub integration: String,
+    /// `PROJECT/repo` as Bitbucket names it.
+    pub repository: String,
+    /// The tracked branch: pushes to it request tracked runs, others proposed runs.
+    pub branch: String,
+    /// Directory of the project inside the repository.
+    pub project_root: String,
+    /// Free-form labels.
+    pub labels: Vec<String>,
+    /// A disabled stack is matched but its runs are blocked.
+    pub disabled: bool,
+    /// Attached or detached (integration deleted).
+    pub integration_status: IntegrationStatus,
+    /// The incarnation id of the integration the stack is attached to.
+    pub integration_id: String,
+}
+
+/// What a role binding allows in a space and its descendants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read entities.
+    Reader,
+    /// Read and change stacks, trigger runs.
+    Writer,
+    /// Everything, including integrations and their secrets.
+    Admin,
+}
+
+/// A role granted on a space (and its descendants).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleBinding {
+    /// The space the role applies to.
+    pub space_id: String,
+    /// The role granted.
+    pub role: Role,
+}
+
+/// An admin API key. Only a hash of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// Public identifier (the part before the dot in the presented key).
+    pub id: String,
+    /// Human name.
+    pub name: String,
+    /// Hex SHA-256 of the key's secret part.
+    pub secret_sha256: String,
+    /// Roles the key carries.
+    pub bindings: Vec<RoleBinding>,
+    /// When the key was created (RFC 3339).
+    pub created_at: String,
+}

@@ -1,0 +1,801 @@
+//! The deterministic fold of `inlet.control` into a [`Registry`].
+//!
+//! Every process applies the same records in offset order through [`Registry::apply`]. A command is
+//! validated against the state before it; an invalid one is rejected without changing anything, so
+//! every replica reaches the same state without a leader. Nothing here reads a clock or a random
+//! source: whatever must be generated travels inside the command.
+
+use std::fmt;
+
+use crate::control::{ControlCommand, ControlRecord, StackPatch, StackSpec};
+use crate::domain::{ApiKey, Integration, IntegrationStatus, ROOT_SPACE, Space, Stack};
+use crate::registry::Registry;
+
+/// Why a command was refused, mapped by the admin API to an HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// A field is invalid (400).
+    Invalid,
+    /// The command conflicts with existing state (409).
+    Conflict,
+    /// The entity it names does not exist (404).
+    NotFound,
+}
+
+/// A refused command: a stable code, the field at fault if any, and a human sentence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Class of the refusal.
+    pub kind: RejectionKind,
+    /// Stable snake_case code.
+    pub code: &'static str,
+    /// The request field at fault, for validation errors.
+    pub field: Option<&'static str>,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+impl Rejection {
+    fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Rejection {
+            kind: RejectionKind::Invalid,
+            code: "invalid_field",
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+
+    fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Rejection {
+            kind: RejectionKind::Conflict,
+            code,
+            field: None,
+            message: message.into(),
+        }
+    }
+
+    fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Rejection {
+            kind: RejectionKind::NotFound,
+            code,
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What an accepted command did, beyond the obvious.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// Stacks that became detached (integration deletion).
+    pub detached_stacks: usize,
+}
+
+/// The result of folding one record.
+pub type Outcome = Result<Applied, Rejection>;
+
+impl Registry {
+    /// Applies one control record. On rejection the registry is unchanged.
+    pub fn apply(&mut self, record: &ControlRecord) -> Outcome {
+        match &record.command {
+            ControlCommand::CreateSpace { space } => self.create_space(space),
+            ControlCommand::CreateIntegration { integration } => {
+                self.create_integration(integration)
+            }
+            ControlCommand::DeleteIntegration { name } => self.delete_integration(name),
+            ControlCommand::CreateStack { stack } => self.create_stack(stack),
+            ControlCommand::UpdateStack { id, patch } => self.update_stack(id, patch),
+            ControlCommand::DeleteStack { id } => self.delete_stack(id),
+            ControlCommand::CreateApiKey { key } => self.create_api_key(key),
+            ControlCommand::DeleteApiKey { id } => self.delete_api_key(id),
+        }
+    }
+
+    fn create_space(&mut self, space: &Space) -> Outcome {
+        validate_id("id", &space.id)?;
+        validate_name("name", &space.name)?;
+        if self.spaces.contains_key(&space.id) {
+            return Err(Rejection::conflict(
+                "space_exists",
+                format!("a space with id `{}` already exists", space.id),
+            ));
+        }
+        let Some(parent) = space.parent_id.as_deref() else {
+            return Err(Rejection::invalid("parent_id", "a space needs a parent space"));
+        };
+        if !self.spaces.contains_key(parent) {
+            return Err(Rejection::invalid(
+                "parent_id",
+                format!("parent space `{parent}` does not exist"),
+            ));
+        }
+        self.spaces.insert(space.id.clone(), space.clone());
+        Ok(Applied::default())
+    }
+
+    fn create_integration(&mut self, integration: &Integration) -> Outcome {
+        validate_integration_name(&integration.name)?;
+        validate_host_url("api_host_url", &integration.api_host_url)?;
+        validate_host_url("user_facing_host_url", &integration.user_facing_host_url)?;
+        if integration.webhook_secret.expose().len() < 16 {
+            return Err(Rejection::invalid(
+                "webhook_secret",
+                "the webhook secret must be at least 16 characters",
+            ));
+        }
+        if integration.is_default && integration.space_id != ROOT_SPACE {
+            return Err(Rejection::invalid(
+                "space_id",
+                "the default integration belongs to the root space",
+            ));
+        }
+        if !self.spaces.contains_key(&integration.space_id) {
+            return Err(Rejection::invalid(
+                "space_id",
+                format!("space `{}` does not exist", integration.space_id),
+            ));
+        }
+        let lower = integration.name.to_lowercase();
+        if let Some(existing) = self
+            .integrations
+            .keys()
+            .find(|name| name.to_lowercase() == lower)
+        {
+            return Err(Rejection::conflict(
+                "integration_exists",
+                format!("an integration named `{existing}` already exists"),
+            ));
+        }
+        if integration.is_default
+            && let Some(default) = self.default_integration()
+        {
+            return Err(Rejection::conflict(
+                "default_integration_exists",
+                format!(
+                    "`{}` is already the default integration; there can be only one",
+                    default.name
+                ),
+            ));
+        }
+        self.integrations
+            .insert(integration.name.clone(), integration.clone());
+        Ok(Applied::default())
+    }
+
+    fn delete_integration(&mut self, name: &str) -> Outcome {
+        let Some(integration) = self.integrations.remove(name) else {
+            return Err(Rejection::not_found(
+                "integration_not_found",
+                format!("no integration named `{name}`"),
+            ));
+        };
+        let mut detached = 0;
+        for stack in self.stacks.values_mut() {
+            if stack.integration == integration.name
+                && stack.integration_id == integration.id
+                && stack.integration_status == IntegrationStatus::Attached
+            {
+                stack.integration_status = IntegrationStatus::Detached;
+                detached += 1;
+            }
+        }
+        Ok(Applied {
+            detached_stacks: detached,
+        })
+    }
+
+    /// The integration `name` if a stack in `space_id` may attach it.
+    fn attachable(&self, name: &str, space_id: &str) -> Result<&Integration, Rejection> {
+        let Some(integration) = self.integrations.get(name) else {
+            return Err(Rejection::invalid(
+                "integration",
+                format!("no integration named `{name}`"),
+            ));
+        };
+        if !self.is_available(integration, space_id) {
+            return Err(Rejection::invalid(
+                "integration",
+                format!(
+                    "integration `{name}` lives in space `{}`, which space `{space_id}` neither is \
+                     nor inherits from; use the default integration, one of the stack's space, \
+                     or one of an ancestor reached through inheriting spaces",
+                    integration.space_id
+                ),
+            ));
+        }
+        Ok(integration)
+    }
+
+    fn create_stack(&mut self, spec: &StackSpec) -> Outcome {
+        validate_id("id", &spec.id)?;
+        validate_name("name", &spec.name)?;
+        validate_repository(&spec.repository)?;
+        validate_branch(&spec.branch)?;
+        if self.stacks.contains_key(&spec.id) {
+            return Err(Rejection::conflict(
+                "stack_exists",
+                format!("a stack with id `{}` already exists", spec.id),
+            ));
+        }
+        if !self.spaces.contains_key(&spec.space_id) {
+            return Err(Rejection::invalid(
+                "space_id",
+                format!("space `{}` does not exist", spec.space_id),
+            ));
+        }
+        let integration_id = self.attachable(&spec.integration, &spec.space_id)?.id.clone();
+        let stack = Stack {
+            id: spec.id.clone(),
+            name: spec.name.clone(),
+            space_id: spec.space_id.clone(),
+            integration: spec.integration.clone(),
+            repository: spec.repository.clone(),
+            branch: spec.branch.clone(),
+            project_root: spec.project_root.clone(),
+            labels: spec.labels.clone(),
+            disabled: spec.disabled,
+            integration_status: IntegrationStatus::Attached,
+            integration_id,
+        };
+        self.index_stack(&stack);
+        self.stacks.insert(stack.id.clone(), stack);
+        Ok(Applied::default())
+    }
+
+    fn update_stack(&mut self, id: &str, patch: &StackPatch) -> Outcome {
+        let Some(current) = self.stacks.get(id) else {
+            return Err(Rejection::not_found(
+                "stack_not_found",
+                format!("no stack with id `{id}`"),
+            ));
+        };
+        let mut next = current.clone();
+        if let Some(name) = &patch.name {
+            validate_name("name", name)?;
+            next.name = name.clone();
+        }
+        if let Some(repository) = &patch.repository {
+            validate_repository(repository)?;
+            next.repository = repository.clone();
+        }
+        if let Some(branch) = &patch.branch {
+            validate_branch(branch)?;
+            next.branch = branch.clone();
+        }
+        if let Some(root) = &patch.project_root {
+            next.project_root = root.clone();
+        }
+        if let Some(labels) = &patch.labels {
+            next.labels = labels.clone();
+        }
+        if let Some(disabled) = patch.disabled {
+            next.disabled = disabled;
+        }
+        if let Some(name) = &patch.integration {
+            let integration = self.attachable(name, &next.space_id)?;
+            next.integration = integration.name.clone();
+            next.integration_id = integration.id.clone();
+            next.integration_status = IntegrationStatus::Attached;
+        }
+        let previous = current.clone();
+        self.unindex_stack(&previous);
+        self.index_stack(&next);
+        self.stacks.insert(next.id.clone(), next);
+        Ok(Applied::default())
+    }
+
+    fn delete_stack(&mut self, id: &str) -> Outcome {
+        let Some(stack) = self.stacks.remove(id) else {
+            return Err(Rejection::not_found(
+                "stack_not_found",
+                format!("no stack with id `{id}`"),
+            ));
+        };
+        self.unindex_stack(&stack);
+        Ok(Applied::default())
+    }
+
+    fn create_api_key(&mut self, key: &ApiKey) -> Outcome {
+        validate_id("id", &key.id)?;
+        validate_name("name", &key.name)?;
+        if self.api_keys.contains_key(&key.id) {
+            return Err(Rejection::conflict(
+                "api_key_exists",
+                format!("an API key with id `{}` already exists", key.id),
+            ));
+        }
+        if let Some(binding) = key
+            .bindings
+            .iter()
+            .find(|b| !self.spaces.contains_key(&b.space_id))
+        {
+            return Err(Rejection::invalid(
+                "bindings",
+                format!("space `{}` does not exist", binding.space_id),
+            ));
+        }
+        self.api_keys.insert(key.id.clone(), key.clone());
+        Ok(Applied::default())
+    }
+
+    fn delete_api_key(&mut self, id: &str) -> Outcome {
+        match self.api_keys.remove(id) {
+            Some(_) => Ok(Applied::default()),
+            None => Err(Rejection::not_found(
+                "api_key_not_found",
+                format!("no API key with id `{id}`"),
+            )),
+        }
+    }
+}
+
+/// Ids: 1–64 characters of lower-case letters, digits, `-` and `_`, starting with a letter or digit.
+fn validate_id(field: &'static str, id: &str) -> Result<(), Rejection> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(
+            field,
+            format!(
+                "`{id}` is not a valid id: use 1 to 64 lower-case letters, digits, `-` or `_`, \
+                 starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+fn validate_name(field: &'static str, name: &str) -> Result<(), Rejection> {
+    if name.trim().is_empty() || name.chars().count() > 128 {
+        return Err(Rejection::invalid(
+            field,
+            "a name must be 1 to 128 characters and not blank",
+        ));
+    }
+    Ok(())
+}
+
+/// Integration names become a URL path segment: 1–64 letters, digits, `-`, `_` or `.`.
+fn validate_integration_name(name: &str) -> Result<(), Rejection> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(
+            "name",
+            format!(
+                "`{name}` is not a valid integration name: it becomes part of the webhook URL, so \
+                 use 1 to 64 letters, digits, `-`, `_` or `.`, starting with a letter or digit"
+            ),
+        ))
+    }
+}
+
+/// `https://host…`, `http://host…` or `private://pool`.
+fn validate_host_url(field: &'static str, url: &str) -> Result<(), Rejection> {
+    let rest = ["https://", "http://", "private://"]
+        .iter()
+        .find_map(|scheme| url.strip_prefix(scheme));
+    let ok = match rest {
+        Some(rest) => {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            !host.is_empty() && !rest.contains(char::is_whitespace)
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(
+            field,
+            format!("`{url}` is not a valid URL: use https://host, http://host or private://pool"),
+        ))
+    }
+}
+
+/// `PROJECT/repo`: two non-empty segments without spaces.
+fn validate_repository(repository: &str) -> Result<(), Rejection> {
+    let mut parts = repository.split('/');
+    let ok = matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(p), Some(r), None)
+            if !p.is_empty() && !r.is_empty()
+                && !repository.contains(char::is_whitespace)
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(
+            "repository",
+            format!("`{repository}` is not a repository: use PROJECT/repo"),
+        ))
+    }
+}
+
+fn validate_branch(branch: &str) -> Result<(), Rejection> {
+    if branch.is_empty() || branch.starts_with("refs/") || branch.contains(char::is_whitespace) {
+        return Err(Rejection::invalid(
+            "branch",
+            format!("`{branch}` is not a branch name: give the short name, e.g. `main`"),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::CONTROL_SCHEMA;
+    use crate::domain::{Role, RoleBinding};
+    use crate::secret::Secret;
+
+    fn record(command: ControlCommand) -> ControlRecord {
+        ControlRecord {
+            schema: CONTROL_SCHEMA.to_owned(),
+            command_id: "c".to_owned(),
+            origin: "test".to_owned(),
+            issued_at: "2026-01-01T00:00:00Z".to_owned(),
+            actor: "bootstrap".to_owned(),
+            command,
+        }
+    }
+
+    fn space(id: &str, parent: &str, inherit: bool) -> ControlCommand {
+        ControlCommand::CreateSpace {
+            space: Space {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                parent_id: Some(parent.to_owned()),
+                inherit_entities: inherit,
+            },
+        }
+    }
+
+    fn integration(name: &str, id: &str, space: &str, is_default: bool) -> Integration {
+        Integration {
+            name: name.to_owned(),
+            id: id.to_owned(),
+            is_default,
+            space_id: space.to_owned(),
+            api_host_url: "https://bitbucket.example.com".to_owned(),
+            user_facing_host_url: "https://bitbucket.example.com".to_owned(),
+            username: "inlet".to_owned(),
+            access_token: Secret::new("token"),
+            labels: vec![],
+            description: String::new(),
+            webhook_secret: Secret::new(format!("secret-of-{id}-0123456789")),
+            created_at: "2026-01-01T00:00:00Z".to_owned(),
+        }
+    }
+
+    fn create_integration(name: &str, id: &str, space: &str, is_default: bool) -> ControlCommand {
+        ControlCommand::CreateIntegration {
+            integration: integration(name, id, space, is_default),
+        }
+    }
+
+    fn stack(id: &str, space: &str, integration: &str, branch: &str) -> ControlCommand {
+        ControlCommand::CreateStack {
+            stack: StackSpec {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                space_id: space.to_owned(),
+                integration: integration.to_owned(),
+                repository: "INFRA/network".to_owned(),
+                branch: branch.to_owned(),
+                project_root: String::new(),
+                labels: vec![],
+                disabled: false,
+            },
+        }
+    }
+
+    fn fold(commands: Vec<ControlCommand>) -> (Registry, Vec<Outcome>) {
+        let mut registry = Registry::new();
+        let outcomes = commands
+            .into_iter()
+            .map(|c| registry.apply(&record(c)))
+            .collect();
+        (registry, outcomes)
+    }
+
+    fn rejected(outcome: &Outcome) -> &Rejection {
+        outcome.as_ref().expect_err("expected a rejection")
+    }
+
+    /// The root space exists in a fresh registry and spaces need an existing parent and unique id.
+    #[test]
+    fn spaces_need_a_parent_and_a_unique_id() {
+        let (registry, outcomes) = fold(vec![
+            space("team", "root", true),
+            space("team", "root", true),
+            space("orphan", "missing", true),
+            space("Bad Id", "root", true),
+        ]);
+        assert!(registry.space("root").is_some());
+        assert!(outcomes[0].is_ok());
+        assert_eq!(rejected(&outcomes[1]).code, "space_exists");
+        assert_eq!(rejected(&outcomes[1]).kind, RejectionKind::Conflict);
+        assert_eq!(rejected(&outcomes[2]).field, Some("parent_id"));
+        assert_eq!(rejected(&outcomes[3]).field, Some("id"));
+        assert_eq!(registry.sizes().spaces, 2);
+    }
+
+    /// Integration names are unique (case-insensitively) and there is at most one default.
+    #[test]
+    fn integration_names_unique_and_one_default() {
+        let (registry, outcomes) = fold(vec![
+            create_integration("bb", "i1", "root", true),
+            create_integration("BB", "i2", "root", false),
+            create_integration("other", "i3", "root", true),
+            create_integration("bad name", "i4", "root", false),
+        ]);
+        assert!(outcomes[0].is_ok());
+        assert_eq!(rejected(&outcomes[1]).code, "integration_exists");
+        assert_eq!(rejected(&outcomes[2]).code, "default_integration_exists");
+        assert_eq!(rejected(&outcomes[3]).field, Some("name"));
+        assert_eq!(registry.integrations().count(), 1);
+    }
+
+    /// The default integration must live in root; space-level ones in an existing space.
+    #[test]
+    fn integration_space_rules() {
+        let (_, outcomes) = fold(vec![
+            space("team", "root", true),
+            create_integration("a", "i1", "team", true),
+            create_integration("b", "i2", "nowhere", false),
+            create_integration("c", "i3", "team", false),
+        ]);
+        assert_eq!(rejected(&outcomes[1]).field, Some("space_id"));
+        assert_eq!(rejected(&outcomes[2]).field, Some("space_id"));
+        assert!(outcomes[3].is_ok());
+    }
+
+    /// Host URLs must be http(s) or private:// and secrets long enough.
+    #[test]
+    fn integration_urls_and_secret_are_validated() {
+        let mut bad_url = integration("a", "i1", "root", false);
+        bad_url.api_host_url = "ftp://x".to_owned();
+        let mut private = integration("b", "i2", "root", false);
+        private.api_host_url = "private://agents".to_owned();
+        let mut short = integration("c", "i3", "root", false);
+        short.webhook_secret = Secret::new("short");
+        let (_, outcomes) = fold(vec![
+            ControlCommand::CreateIntegration {
+                integration: bad_url,
+            },
+            ControlCommand::CreateIntegration {
+                integration: private,
+            },
+            ControlCommand::CreateIntegration {
+                integration: short,
+            },
+        ]);
+        assert_eq!(rejected(&outcomes[0]).field, Some("api_host_url"));
+        assert!(outcomes[1].is_ok());
+        assert_eq!(rejected(&outcomes[2]).field, Some("webhook_secret"));
+    }
+
+    /// A stack may use the default integration, one of its own space, or one of an ancestor reached
+    /// through inheriting spaces, and nothing else.
+    #[test]
+    fn stack_integration_availability_follows_inheritance() {
+        let (registry, outcomes) = fold(vec![
+            space("parent", "root", false),
+            space("child", "parent", true),
+            space("isolated", "parent", false),
+            space("sibling", "root", true),
+            create_integration("default", "i0", "root", true),
+            create_integration("parent-bb", "i1", "parent", false),
+            stack("s-default", "isolated", "default", "main"),
+            stack("s-own", "parent", "parent-bb", "main"),
+            stack("s-inherit", "child", "parent-bb", "main"),
+            stack("s-no-inherit", "isolated", "parent-bb", "main"),
+            stack("s-unrelated", "sibling", "parent-bb", "main"),
+            stack("s-missing", "root", "nope", "main"),
+        ]);
+        for ok in &outcomes[..9] {
+            assert!(ok.is_ok(), "{ok:?}");
+        }
+        for bad in &outcomes[9..] {
+            assert_eq!(rejected(bad).field, Some("integration"));
+        }
+        assert_eq!(registry.sizes().stacks, 3);
+    }
+
+    /// Stack ids are unique, and repository and branch are validated.
+    #[test]
+    fn stack_fields_are_validated() {
+        let mut bad_repo = stack("s2", "root", "bb", "main");
+        if let ControlCommand::CreateStack { stack } = &mut bad_repo {
+            stack.repository = "no-slash".to_owned();
+        }
+        let (_, outcomes) = fold(vec![
+            create_integration("bb", "i1", "root", true),
+            stack("s1", "root", "bb", "main"),
+            stack("s1", "root", "bb", "main"),
+            bad_repo,
+            stack("s3", "root", "bb", "refs/heads/main"),
+            stack("s4", "nowhere", "bb", "main"),
+        ]);
+        assert_eq!(rejected(&outcomes[2]).code, "stack_exists");
+        assert_eq!(rejected(&outcomes[3]).field, Some("repository"));
+        assert_eq!(rejected(&outcomes[4]).field, Some("branch"));
+        assert_eq!(rejected(&outcomes[5]).field, Some("space_id"));
+    }
+
+    /// Deleting an integration detaches its stacks; re-creating the name does not re-attach them,
+    /// a PATCH naming the integration does; the stacks keep matching the name all along.
+    #[test]
+    fn delete_detaches_and_patch_reattaches() {
+        let (mut registry, outcomes) = fold(vec![
+            create_integration("bb", "i1", "root", true),
+            stack("s1", "root", "bb", "main"),
+            stack("s2", "root", "bb", "dev"),
+            ControlCommand::DeleteIntegration {
+                name: "bb".to_owned(),
+            },
+            create_integration("bb", "i2", "root", true),
+        ]);
+        assert_eq!(outcomes[3], Ok(Applied { detached_stacks: 2 }));
+        assert!(outcomes[4].is_ok());
+        let statuses: Vec<_> = registry
+            .stacks_on_repository("bb", "infra/NETWORK")
+            .map(|s| s.integration_status)
+            .collect();
+        assert_eq!(statuses, vec![IntegrationStatus::Detached; 2]);
+
+        let outcome = registry.apply(&record(ControlCommand::UpdateStack {
+            id: "s1".to_owned(),
+            patch: StackPatch {
+                integration: Some("bb".to_owned()),
+                ..StackPatch::default()
+            },
+        }));
+        assert!(outcome.is_ok());
+        let s1 = registry.stack("s1").expect("s1");
+        assert_eq!(s1.integration_status, IntegrationStatus::Attached);
+        assert_eq!(s1.integration_id, "i2");
+        assert_eq!(
+            registry.stack("s2").map(|s| s.integration_status),
+            Some(IntegrationStatus::Detached)
+        );
+    }
+
+    /// Deleting what does not exist is a not-found rejection that changes nothing.
+    #[test]
+    fn deleting_missing_entities_is_not_found() {
+        let (registry, outcomes) = fold(vec![
+            ControlCommand::DeleteIntegration {
+                name: "x".to_owned(),
+            },
+            ControlCommand::DeleteStack { id: "x".to_owned() },
+            ControlCommand::DeleteApiKey { id: "x".to_owned() },
+        ]);
+        for outcome in &outcomes {
+            assert_eq!(rejected(outcome).kind, RejectionKind::NotFound);
+        }
+        assert_eq!(registry, Registry::new());
+    }
+
+    /// Updating or deleting a stack keeps the repository index in step.
+    #[test]
+    fn repository_index_follows_updates() {
+        let (mut registry, _) = fold(vec![
+            create_integration("bb", "i1", "root", true),
+            stack("s1", "root", "bb", "main"),
+        ]);
+        let moved = registry.apply(&record(ControlCommand::UpdateStack {
+            id: "s1".to_owned(),
+            patch: StackPatch {
+                repository: Some("INFRA/dns".to_owned()),
+                ..StackPatch::default()
+            },
+        }));
+        assert!(moved.is_ok());
+        assert_eq!(registry.stacks_on_repository("bb", "INFRA/network").count(), 0);
+        assert_eq!(registry.stacks_on_repository("BB", "infra/dns").count(), 1);
+        let deleted = registry.apply(&record(ControlCommand::DeleteStack {
+            id: "s1".to_owned(),
+        }));
+        assert!(deleted.is_ok());
+        assert_eq!(registry.stacks_on_repository("bb", "INFRA/dns").count(), 0);
+        assert!(registry.by_repository.is_empty());
+    }
+
+    /// A rejected update leaves the stack exactly as it was.
+    #[test]
+    fn rejected_update_changes_nothing() {
+        let (mut registry, _) = fold(vec![
+            create_integration("bb", "i1", "root", true),
+            stack("s1", "root", "bb", "main"),
+        ]);
+        let before = registry.clone();
+        let outcome = registry.apply(&record(ControlCommand::UpdateStack {
+            id: "s1".to_owned(),
+            patch: StackPatch {
+                name: Some("renamed".to_owned()),
+                integration: Some("missing".to_owned()),
+                ..StackPatch::default()
+            },
+        }));
+        assert_eq!(rejected(&outcome).field, Some("integration"));
+        assert_eq!(registry, before);
+    }
+
+    /// API keys need unique ids and bindings on existing spaces.
+    #[test]
+    fn api_key_rules() {
+        let key = |id: &str, space: &str| ControlCommand::CreateApiKey {
+            key: ApiKey {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                secret_sha256: "00".to_owned(),
+                bindings: vec![RoleBinding {
+                    space_id: space.to_owned(),
+                    role: Role::Reader,
+                }],
+                created_at: "2026-01-01T00:00:00Z".to_owned(),
+            },
+        };
+        let (registry, outcomes) = fold(vec![
+            key("k1", "root"),
+            key("k1", "root"),
+            key("k2", "missing"),
+            ControlCommand::DeleteApiKey { id: "k1".to_owned() },
+        ]);
+        assert!(outcomes[0].is_ok());
+        assert_eq!(rejected(&outcomes[1]).code, "api_key_exists");
+        assert_eq!(rejected(&outcomes[2]).field, Some("bindings"));
+        assert!(outcomes[3].is_ok());
+        assert_eq!(registry.sizes().api_keys, 0);
+    }
+
+    /// Folding the same log twice, including rejected records, yields identical registries.
+    #[test]
+    fn fold_is_deterministic() {
+        let log = || {
+            vec![
+                space("a", "root", true),
+                space("b", "a", true),
+                create_integration("bb", "i1", "a", false),
+                create_integration("bb", "i9", "root", true),
+                stack("s1", "b", "bb", "main"),
+                stack("s2", "root", "bb", "main"),
+                ControlCommand::DeleteIntegration {
+                    name: "bb".to_owned(),
+                },
+                create_integration("bb", "i2", "root", true),
+                stack("s3", "b", "bb", "main"),
+            ]
+        };
+        let (first, first_outcomes) = fold(log());
+        let (second, second_outcomes) = fold(log());
+        assert_eq!(first, second);
+        assert_eq!(first_outcomes, second_outcomes);
+        // Serialising through JSON (as on the topic) changes nothing either.
+        let mut third = Registry::new();
+        for command in log() {
+            let json = serde_json::to_vec(&record(command)).expect("serialise");
+            let back: ControlRecord = serde_json::from_slice(&json).expect("parse");
+            let _ = third.apply(&back);
+        }
+        assert_eq!(first, third);
+    }
+}

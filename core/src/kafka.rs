@@ -1,0 +1,265 @@
+//! The one place Kafka clients are built, topics are created, and the embedded broker lives.
+//!
+//! Producers are idempotent with `acks=all`. Consumers never store offsets on their own
+//! (`enable.auto.offset.store=false`): the stage stores an offset only after the outputs of that
+//! record were acknowledged, and the auto-commit then commits what was stored.
+//!
+//! Client creation and metadata calls block inside librdkafka, so they run on the blocking pool.
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::FutureProducer;
+
+use crate::config::KafkaConfig;
+use crate::topics::TopicSpec;
+
+/// A Kafka client setup failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// librdkafka refused the configuration or a call failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+    /// A topic could not be created.
+    #[error("cannot create topic {topic}: {code}")]
+    CreateTopic {
+        /// The topic.
+        topic: String,
+        /// The broker's answer.
+        code: RDKafkaErrorCode,
+    },
+    /// The embedded broker's thread is gone.
+    #[error("the embedded broker stopped")]
+    EmbeddedGone,
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Builds clients for one cluster.
+#[derive(Debug, Clone)]
+pub struct Kafka {
+    bootstrap_servers: String,
+    config: KafkaConfig,
+    embedded: bool,
+}
+
+impl Kafka {
+    /// Clients for the cluster at `bootstrap_servers`; `embedded` marks the in-process mock.
+    pub fn new(config: &KafkaConfig, bootstrap_servers: impl Into<String>, embedded: bool) -> Self {
+        Kafka {
+            bootstrap_servers: bootstrap_servers.into(),
+            config: config.clone(),
+            embedded,
+        }
+    }
+
+    /// The bootstrap servers clients connect to.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    /// Whether this is the embedded in-memory broker.
+    pub fn is_embedded(&self) -> bool {
+        self.embedded
+    }
+
+    /// The settings every client shares, with the operator's librdkafka map applied last.
+    fn base(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", &self.config.client_id);
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.config.librdkafka {
+            config.set(key, value);
+        }
+        config
+    }
+
+    /// An idempotent, `acks=all` producer.
+    pub async fn producer(&self) -> Result<FutureProducer, SetupError> {
+        let config = self.base(&[
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "2"),
+            ("compression.type", "lz4"),
+            // Bounded memory: when the queue is full, send() reports QueueFull and the caller
+            // answers with backpressure (ingest: 503; consumers: wait).
+            ("queue.buffering.max.messages", "100000"),
+            ("queue.buffering.max.kbytes", "262144"),
+        ]);
+        Ok(tokio::task::spawn_blocking(move || config.create::<FutureProducer>()).await??)
+    }
+
+    /// A consumer in `group_id` that stores offsets only when told to.
+    pub async fn consumer(&self, group_id: &str) -> Result<StreamConsumer, SetupError> {
+        let session_timeout = if self.embedded { "6000" } else { "45000" };
+        let config = self.base(&[
+            ("group.id", group_id),
+            ("enable.auto.commit", "true"),
+            ("auto.commit.interval.ms", "1000"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            ("session.timeout.ms", session_timeout),
+            ("heartbeat.interval.ms", "1000"),
+        ]);
+        Ok(tokio::task::spawn_blocking(move || config.create::<StreamConsumer>()).await??)
+    }
+
+    /// A consumer outside any group, for reading a partition from a chosen offset.
+    pub async fn reader(&self) -> Result<StreamConsumer, SetupError> {
+        let config = self.base(&[
+            ("group.id", "inlet-reader"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+        ]);
+        Ok(tokio::task::spawn_blocking(move || config.create::<StreamConsumer>()).await??)
+    }
+
+    /// Creates missing topics on a real cluster (the embedded broker creates its own).
+    pub async fn ensure_topics(
+        &self,
+        specs: &[TopicSpec],
+        replication_factor: i32,
+    ) -> Result<(), SetupError> {
+        if self.embedded || !self.config.create_topics {
+            return Ok(());
+        }
+        let config = self.base(&[]);
+        let admin = tokio::task::spawn_blocking(move || {
+            config.create::<AdminClient<DefaultClientContext>>()
+        })
+        .await??;
+        let retention: Vec<String> = specs.iter().map(|s| s.retention_ms.to_string()).collect();
+        let topics: Vec<NewTopic<'_>> = specs
+            .iter()
+            .zip(&retention)
+            .map(|(spec, retention)| {
+                NewTopic::new(
+                    &spec.name,
+                    spec.partitions,
+                    TopicReplication::Fixed(replication_factor),
+                )
+                .set("retention.ms", retention)
+            })
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for result in admin.create_topics(&topics, &options).await? {
+            match result {
+                Ok(topic) => tracing::info!(%topic, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => return Err(SetupError::CreateTopic { topic, code }),
+            }
+        }
+        Ok(())
+    }
+}
+
+enum BrokerCommand {
+    Down(i32, mpsc::Sender<Result<(), KafkaError>>),
+    Up(i32, mpsc::Sender<Result<(), KafkaError>>),
+}
+
+/// librdkafka's in-process mock cluster, for `inlet dev` and tests. It speaks the Kafka protocol on
+/// a loopback port, so other processes can use it, and keeps everything in memory.
+///
+/// The mock handle is not `Send`, so it lives on a thread of its own that takes commands; dropping
+/// this value stops the thread and the cluster.
+pub struct EmbeddedBroker {
+    bootstrap_servers: String,
+    commands: Option<mpsc::Sender<BrokerCommand>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Starts a one-broker mock cluster with `topics` created.
+    pub fn start(topics: &[TopicSpec]) -> Result<EmbeddedBroker, SetupError> {
+        let topics = topics.to_vec();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (commands_tx, commands_rx) = mpsc::channel::<BrokerCommand>();
+        let thread = thread::Builder::new()
+            .name("inlet-embedded-broker".to_owned())
+            .spawn(move || {
+                let cluster = match MockCluster::new(1) {
+                    Ok(cluster) => cluster,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(SetupError::Kafka(err)));
+                        return;
+                    }
+                };
+                for topic in &topics {
+                    if let Err(err) = cluster.create_topic(&topic.name, topic.partitions, 1) {
+                        let _ = ready_tx.send(Err(SetupError::Kafka(err)));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                // Runs until the sender is dropped.
+                for command in commands_rx {
+                    match command {
+                        BrokerCommand::Down(id, reply) => {
+                            let _ = reply.send(cluster.broker_down(id));
+                        }
+                        BrokerCommand::Up(id, reply) => {
+                            let _ = reply.send(cluster.broker_up(id));
+                        }
+                    }
+                }
+            })
+            .map_err(|_| SetupError::EmbeddedGone)?;
+        let bootstrap_servers = ready_rx.recv().map_err(|_| SetupError::EmbeddedGone)??;
+        Ok(EmbeddedBroker {
+            bootstrap_servers,
+            commands: Some(commands_tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The loopback address clients connect to.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap_servers
+    }
+
+    /// Takes broker `id` (1-based) down: connections drop and requests fail until [`Self::broker_up`].
+    pub fn broker_down(&self, id: i32) -> Result<(), SetupError> {
+        self.command(|reply| BrokerCommand::Down(id, reply))
+    }
+
+    /// Brings broker `id` back.
+    pub fn broker_up(&self, id: i32) -> Result<(), SetupError> {
+        self.command(|reply| BrokerCommand::Up(id, reply))
+    }
+
+    fn command(
+        &self,
+        make: impl FnOnce(mpsc::Sender<Result<(), KafkaError>>) -> BrokerCommand,
+    ) -> Result<(), SetupError> {
+        let (tx, rx) = mpsc::channel();
+        self.commands
+            .as_ref()
+            .ok_or(SetupError::EmbeddedGone)?
+            .send(make(tx))
+            .map_err(|_| SetupError::EmbeddedGone)?;
+        Ok(rx.recv().map_err(|_| SetupError::EmbeddedGone)??)
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.commands.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The at-least-once consume → handle → produce loop shared by router and workers.
+//!
+//! Delivery guarantee: an input offset is stored (and later auto-committed) only after every output
+//! of that input and of all inputs before it was acknowledged by the broker. A crash replays the
+//! unacknowledged tail; outputs carry deterministic ids so consumers can deduplicate the replay.
+//!
+//! Outputs are handed to the producer in input order, so per-key order carries from input to output.
+//! A delivery that fails after librdkafka's own retries is re-sent until it succeeds; only that rare
+//! re-send can land after a later record of the same key.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+
+/// One record a handler wants produced.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Destination topic.
+    pub topic: String,
+    /// Record key.
+    pub key: String,
+    /// Record value.
+    pub payload: Vec<u8>,
+    /// Record headers.
+    pub headers: Option<OwnedHeaders>,
+}
+
+impl Output {
+    fn record(&self) -> FutureRecord<'_, String, Vec<u8>> {
+        let record = FutureRecord::to(&self.topic)
+            .key(&self.key)
+            .payload(&self.payload);
+        match &self.headers {
+            Some(headers) => record.headers(headers.clone()),
+            None => record,
+        }
+    }
+}
+
+/// What a stage does with one input record.
+pub trait Handler {
+    /// The outputs for `message`. Handlers log and count what they skip; they do not fail.
+    fn handle(&self, message: &OwnedMessage) -> impl Future<Output = Vec<Output>> + Send;
+}
+
+/// Where an input came from, to store its offset once its outputs are acknowledged.
+struct Position {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// Consumes `consumer` (already subscribed) until `shutdown`, producing each input's outputs with
+/// `producer` and storing offsets in order as outputs are acknowledged. At most `max_in_flight`
+/// inputs await acknowledgement at once. On shutdown it stops consuming, waits up to `drain` for
+/// in-flight outputs, stores their offsets and commits.
+pub async fn run<H: Handler>(
+    consumer: StreamConsumer,
+    producer: FutureProducer,
+    handler: H,
+    max_in_flight: usize,
+    drain: Duration,
+    shutdown: CancellationToken,
+) -> Result<(), KafkaError> {
+    let consumer = Arc::new(consumer);
+    let mut in_flight = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            Some(position) = in_flight.next(), if !in_flight.is_empty() => {
+                store(&consumer, &position);
+            }
+            message = consumer.recv(), if in_flight.len() < max_in_flight => {
+                let message = match message {
+                    Ok(message) => message.detach(),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "consume failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let position = Position {
+                    topic: message.topic().to_owned(),
+                    partition: message.partition(),
+                    offset: message.offset(),
+                };
+                let outputs = handler.handle(&message).await;
+                let mut deliveries = Vec::with_capacity(outputs.len());
+                for output in outputs {
+                    let delivery = enqueue(&producer, &output, &shutdown).await;
+                    deliveries.push((output, delivery));
+                }
+                in_flight.push_back(confirm(producer.clone(), deliveries, position, shutdown.clone()));
+            }
+        }
+    }
+
+    let drained = tokio::time::timeout(drain, async {
+        while let Some(position) = in_flight.next().await {
+            store(&consumer, &position);
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("shutdown: some outputs were not acknowledged in time; they will be replayed");
+    }
+    let committer = consumer.clone();
+    let commit = tokio::task::spawn_blocking(move || {
+        committer.commit_consumer_state(CommitMode::Sync)
+    })
+    .await;
+    match commit {
+        Ok(Ok(())) | Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
+        Ok(Err(err)) => tracing::warn!(error = %err, "final offset commit failed"),
+        Err(err) => tracing::warn!(error = %err, "final offset commit task failed"),
+    }
+    Ok(())
+}
+
+/// Hands `output` to the producer, waiting while its queue is full. `None` if shutdown came first.
+async fn enqueue(
+    producer: &FutureProducer,
+    output: &Output,
+    shutdown: &CancellationToken,
+) -> Option<DeliveryFuture> {
+    loop {
+        match producer.send_result(output.record()) {
+            Ok(delivery) => return Some(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
+                }
+            }
+            Err((err, _)) => {
+                tracing::error!(error = %err, topic = %output.topic, "cannot enqueue output; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once every output is acknowledged, re-sending failed ones.
+async fn confirm(
+    producer: FutureProducer,
+    deliveries: Vec<(Output, Option<DeliveryFuture>)>,
+    position: Position,
+    shutdown: CancellationToken,
+) -> Position {
+    for (output, delivery) in deliveries {
+        let mut result = match delivery {
+            Some(delivery) => match delivery.await {
+                Ok(Ok(_)) => continue,
+                Ok(Err((err, _))) => Err(err),
+                Err(_) => Err(KafkaError::Canceled),
+            },
+            None => Err(KafkaError::Canceled),
+        };
+        while let Err(err) = result {
+            if shutdown.is_cancelled() {
+                // Leave the offset unstored: never acknowledge what was not delivered.
+                return std::future::pending().await;
+            }
+            tracing::warn!(error = %err, topic = %output.topic, key = %output.key, "output not acknowledged; re-sending");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            result = producer
+                .send(output.record(), Timeout::Never)
+                .await
+                .map(|_| ())
+                .map_err(|(err, _)| err);
+        }
+    }
+    position
+}
+
+fn store(consumer: &StreamConsumer, position: &Position) {
+    if let Err(err) = consumer.store_offset(&position.topic, position.partition, position.offset) {
+        // After a rebalance the partition may belong to another member; it will replay from the
+        // last commit, which is the at-least-once promise.
+        tracing::debug!(error = %err, partition = position.partition, offset = position.offset, "offset not stored");
+    }
+}

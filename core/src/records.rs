@@ -1,0 +1,248 @@
+//! Wire records on `inlet.triggers` and `inlet.runs`, the webhook record headers, and the
+//! deterministic ids that let a replayed input yield the same outputs.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Version tag of [`StackTrigger`].
+pub const TRIGGER_SCHEMA: &str = "inlet.trigger/v1";
+/// Version tag of [`RunDecision`].
+pub const RUN_SCHEMA: &str = "inlet.run/v1";
+
+/// Header names of records on `inlet.webhooks` (the value is the raw request body).
+pub mod headers {
+    /// Bitbucket's `X-Request-Id`.
+    pub const DELIVERY_ID: &str = "inlet-delivery-id";
+    /// Bitbucket's `X-Event-Key`.
+    pub const EVENT_KEY: &str = "inlet-event-key";
+    /// Incarnation id of the integration that verified the request.
+    pub const INTEGRATION_ID: &str = "inlet-integration-id";
+    /// Name of that integration.
+    pub const INTEGRATION_NAME: &str = "inlet-integration-name";
+    /// When ingest received the request (RFC 3339, UTC, milliseconds).
+    pub const RECEIVED_AT: &str = "inlet-received-at";
+    /// W3C trace context.
+    pub const TRACEPARENT: &str = "traceparent";
+    /// The control-log offset ingest had applied when it accepted the request. A later stage waits
+    /// until its own fold reached it, so a stack created before the push is always seen.
+    pub const CONTROL_OFFSET: &str = "inlet-control-offset";
+}
+
+/// Whether a run applies changes (tracked) or only plans them (proposed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunType {
+    /// A push to the stack's tracked branch.
+    Tracked,
+    /// Any other change: a preview.
+    Proposed,
+}
+
+impl RunType {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunType::Tracked => "tracked",
+            RunType::Proposed => "proposed",
+        }
+    }
+}
+
+/// What caused a trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    /// `repo:refs_changed`.
+    Push,
+    /// A pull-request event.
+    PullRequest,
+    /// A `/inlet preview` comment.
+    Comment,
+    /// `POST /stacks/{id}/runs`.
+    Manual,
+}
+
+impl TriggerKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Push => "push",
+            TriggerKind::PullRequest => "pull_request",
+            TriggerKind::Comment => "comment",
+            TriggerKind::Manual => "manual",
+        }
+    }
+}
+
+/// The commit a run is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Full hash.
+    pub sha: String,
+    /// The branch the commit is on (short name).
+    pub branch: String,
+    /// `PROJECT/repo`.
+    pub repository: String,
+}
+
+/// Where a trigger came from, as carried to the decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerSource {
+    /// push, pull_request, comment or manual.
+    pub kind: TriggerKind,
+    /// The webhook delivery (Bitbucket `X-Request-Id`), or the manual trigger's id.
+    pub delivery_id: String,
+    /// Bitbucket event key (`manual` for manual runs).
+    pub event_key: String,
+    /// Pull request id for PR and comment triggers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request_id: Option<u64>,
+    /// Who caused it (Bitbucket user name or API key id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+}
+
+/// A request to consider a run of one stack, emitted by the router (or the admin API for manual
+/// runs) to `inlet.triggers`, keyed by stack id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackTrigger {
+    /// Always [`TRIGGER_SCHEMA`].
+    pub schema: String,
+    /// Deterministic id: the same input yields the same id.
+    pub trigger_id: String,
+    /// The stack to consider.
+    pub stack_id: String,
+    /// The integration name the webhook arrived under.
+    pub integration: String,
+    /// Tracked or proposed.
+    pub run_type: RunType,
+    /// The commit to run.
+    pub commit: Commit,
+    /// What caused it.
+    pub trigger: TriggerSource,
+    /// When ingest received the webhook (RFC 3339).
+    pub received_at: String,
+    /// Control-log offset the producer of this trigger had applied (see
+    /// [`headers::CONTROL_OFFSET`]).
+    pub control_offset: i64,
+}
+
+/// Whether the run goes ahead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Run schedulers should start the run.
+    Requested,
+    /// The run must not start; `blocked_reason` says why.
+    Blocked,
+}
+
+/// Why a run was blocked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedReason {
+    /// Stable code, e.g. `integration_detached`.
+    pub code: String,
+    /// Human sentence.
+    pub message: String,
+}
+
+/// The downstream contract on `inlet.runs` (DESIGN §4.3), keyed by stack id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunDecision {
+    /// Always [`RUN_SCHEMA`].
+    pub schema: String,
+    /// Deterministic id; downstream deduplicates on it.
+    pub run_id: String,
+    /// The stack.
+    pub stack_id: String,
+    /// The stack's space.
+    pub space_id: String,
+    /// requested or blocked.
+    pub status: RunStatus,
+    /// tracked or proposed.
+    pub run_type: RunType,
+    /// The commit to run.
+    pub commit: Commit,
+    /// What caused it.
+    pub trigger: TriggerSource,
+    /// Present when blocked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked_reason: Option<BlockedReason>,
+    /// When the worker decided (RFC 3339).
+    pub decided_at: String,
+}
+
+/// A short, stable, hex id from the given parts (SHA-256, first 16 bytes).
+pub fn derive_id(prefix: &str, parts: &[&str]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(prefix.as_bytes());
+    for part in parts {
+        // Length-prefix each part so ("ab","c") and ("a","bc") differ.
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part.as_bytes());
+    }
+    let digest = hasher.finalize();
+    format!("{prefix}_{}", hex::encode(&digest[..16]))
+}
+
+/// The run id of a VCS-triggered run: one per (stack, commit, run type), so a push and a
+/// `pr:from_ref_updated` for the same commit yield one proposed run.
+pub fn vcs_run_id(stack_id: &str, sha: &str, run_type: RunType) -> String {
+    derive_id("run", &[stack_id, sha, run_type.as_str()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run ids depend on exactly (stack, commit, run type).
+    #[test]
+    fn run_ids_are_deterministic_and_distinct() {
+        let a = vcs_run_id("s1", "abc", RunType::Tracked);
+        assert_eq!(a, vcs_run_id("s1", "abc", RunType::Tracked));
+        assert_ne!(a, vcs_run_id("s1", "abc", RunType::Proposed));
+        assert_ne!(a, vcs_run_id("s2", "abc", RunType::Tracked));
+        assert_ne!(a, vcs_run_id("s1", "abd", RunType::Tracked));
+        assert!(a.starts_with("run_") && a.len() == 4 + 32);
+        assert_ne!(derive_id("x", &["ab", "c"]), derive_id("x", &["a", "bc"]));
+    }
+
+    /// A decision serialises to the DESIGN §4.3 shape, optional fields omitted when absent.
+    #[test]
+    fn run_decision_shape() {
+        let decision = RunDecision {
+            schema: RUN_SCHEMA.to_owned(),
+            run_id: "run_1".to_owned(),
+            stack_id: "s1".to_owned(),
+            space_id: "root".to_owned(),
+            status: RunStatus::Requested,
+            run_type: RunType::Tracked,
+            commit: Commit {
+                sha: "abc".to_owned(),
+                branch: "main".to_owned(),
+                repository: "P/r".to_owned(),
+            },
+            trigger: TriggerSource {
+                kind: TriggerKind::Push,
+                delivery_id: "d1".to_owned(),
+                event_key: "repo:refs_changed".to_owned(),
+                pull_request_id: None,
+                actor: Some("alice".to_owned()),
+            },
+            blocked_reason: None,
+            decided_at: "2026-01-01T00:00:00Z".to_owned(),
+        };
+        let json = serde_json::to_value(&decision).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "schema": "inlet.run/v1", "run_id": "run_1", "stack_id": "s1", "space_id": "root",
+                "status": "requested", "run_type": "tracked",
+                "commit": {"sha": "abc", "branch": "main", "repository": "P/r"},
+                "trigger": {"kind": "push", "delivery_id": "d1", "event_key": "repo:refs_changed",
+                            "actor": "alice"},
+                "decided_at": "2026-01-01T00:00:00Z"
+            })
+        );
+    }
+}

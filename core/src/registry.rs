@@ -1,0 +1,160 @@
+//! The in-memory state every process folds from `inlet.control`, and its read-side queries.
+//!
+//! Only [`crate::fold`] mutates a [`Registry`]; everything else reads it. Lookups used on the hot
+//! path (webhook → integration, (integration, repository) → stacks) are indexed, never scans.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::domain::{ApiKey, Integration, ROOT_SPACE, Space, Stack};
+
+/// The folded state of the control log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registry {
+    pub(crate) spaces: BTreeMap<String, Space>,
+    pub(crate) integrations: BTreeMap<String, Integration>,
+    pub(crate) stacks: BTreeMap<String, Stack>,
+    pub(crate) api_keys: BTreeMap<String, ApiKey>,
+    /// (lower-case integration name, lower-case repository) → ids of the stacks on it.
+    pub(crate) by_repository: HashMap<(String, String), BTreeSet<String>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    /// An empty registry holding only the root space.
+    pub fn new() -> Self {
+        let mut spaces = BTreeMap::new();
+        spaces.insert(ROOT_SPACE.to_owned(), Space::root());
+        Registry {
+            spaces,
+            integrations: BTreeMap::new(),
+            stacks: BTreeMap::new(),
+            api_keys: BTreeMap::new(),
+            by_repository: HashMap::new(),
+        }
+    }
+
+    /// A space by id.
+    pub fn space(&self, id: &str) -> Option<&Space> {
+        self.spaces.get(id)
+    }
+
+    /// All spaces, ordered by id.
+    pub fn spaces(&self) -> impl Iterator<Item = &Space> {
+        self.spaces.values()
+    }
+
+    /// An integration by its exact name.
+    pub fn integration(&self, name: &str) -> Option<&Integration> {
+        self.integrations.get(name)
+    }
+
+    /// All integrations, ordered by name.
+    pub fn integrations(&self) -> impl Iterator<Item = &Integration> {
+        self.integrations.values()
+    }
+
+    /// The default integration, if one exists.
+    pub fn default_integration(&self) -> Option<&Integration> {
+        self.integrations.values().find(|i| i.is_default)
+    }
+
+    /// A stack by id.
+    pub fn stack(&self, id: &str) -> Option<&Stack> {
+        self.stacks.get(id)
+    }
+
+    /// All stacks, ordered by id.
+    pub fn stacks(&self) -> impl Iterator<Item = &Stack> {
+        self.stacks.values()
+    }
+
+    /// An API key by id.
+    pub fn api_key(&self, id: &str) -> Option<&ApiKey> {
+        self.api_keys.get(id)
+    }
+
+    /// The stacks that use integration `integration` (by name, attached or not) on `repository`,
+    /// compared case-insensitively as Bitbucket does for project keys and repository slugs.
+    pub fn stacks_on_repository<'a>(
+        &'a self,
+        integration: &str,
+        repository: &str,
+    ) -> impl Iterator<Item = &'a Stack> + 'a {
+        let key = repository_key(integration, repository);
+        self.by_repository
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.stacks.get(id))
+    }
+
+    /// Whether `integration` can be attached to a stack in `space_id`: it is the default one, it
+    /// lives in that space, or in an ancestor reached through spaces that all inherit entities.
+    pub fn is_available(&self, integration: &Integration, space_id: &str) -> bool {
+        if integration.is_default {
+            return true;
+        }
+        let mut current = self.spaces.get(space_id);
+        // The depth bound guards against a cycle, which the fold never creates.
+        for _ in 0..=self.spaces.len() {
+            let Some(space) = current else { return false };
+            if space.id == integration.space_id {
+                return true;
+            }
+            if !space.inherit_entities {
+                return false;
+            }
+            current = space.parent_id.as_deref().and_then(|p| self.spaces.get(p));
+        }
+        false
+    }
+
+    /// Counts of each kind of entity, for logs and metrics.
+    pub fn sizes(&self) -> RegistrySizes {
+        RegistrySizes {
+            spaces: self.spaces.len(),
+            integrations: self.integrations.len(),
+            stacks: self.stacks.len(),
+            api_keys: self.api_keys.len(),
+        }
+    }
+
+    pub(crate) fn index_stack(&mut self, stack: &Stack) {
+        self.by_repository
+            .entry(repository_key(&stack.integration, &stack.repository))
+            .or_default()
+            .insert(stack.id.clone());
+    }
+
+    pub(crate) fn unindex_stack(&mut self, stack: &Stack) {
+        let key = repository_key(&stack.integration, &stack.repository);
+        if let Some(ids) = self.by_repository.get_mut(&key) {
+            ids.remove(&stack.id);
+            if ids.is_empty() {
+                self.by_repository.remove(&key);
+            }
+        }
+    }
+}
+
+/// How many entities of each kind the registry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrySizes {
+    /// Spaces, root included.
+    pub spaces: usize,
+    /// Integrations.
+    pub integrations: usize,
+    /// Stacks.
+    pub stacks: usize,
+    /// API keys (the bootstrap key is not one).
+    pub api_keys: usize,
+}
+
+fn repository_key(integration: &str, repository: &str) -> (String, String) {
+    (integration.to_lowercase(), repository.to_lowercase())
+}

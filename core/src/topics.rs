@@ -1,0 +1,109 @@
+//! Topic names and their settings (DESIGN §3).
+
+/// One topic inlet uses, with the settings it is created with on a real broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Full name, prefix included.
+    pub name: String,
+    /// Partition count.
+    pub partitions: i32,
+    /// `retention.ms`; `-1` keeps records forever.
+    pub retention_ms: i64,
+}
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// The topic names under one prefix (default `inlet.`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    /// Topics under `prefix`, e.g. `inlet.`.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Topics {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The control log: one partition, kept forever.
+    pub fn control(&self) -> String {
+        format!("{}control", self.prefix)
+    }
+
+    /// Raw authenticated webhooks, keyed by integration/project/repo.
+    pub fn webhooks(&self) -> String {
+        format!("{}webhooks", self.prefix)
+    }
+
+    /// Stack triggers, keyed by stack id.
+    pub fn triggers(&self) -> String {
+        format!("{}triggers", self.prefix)
+    }
+
+    /// Run decisions, keyed by stack id: the downstream contract.
+    pub fn runs(&self) -> String {
+        format!("{}runs", self.prefix)
+    }
+
+    /// What each stage did with each delivery.
+    pub fn deliveries(&self) -> String {
+        format!("{}deliveries", self.prefix)
+    }
+
+    /// Records a stage could not process.
+    pub fn dlq(&self) -> String {
+        format!("{}dlq", self.prefix)
+    }
+
+    /// Every topic with its creation settings.
+    pub fn specs(&self) -> Vec<TopicSpec> {
+        let spec = |name: String, partitions, retention_ms| TopicSpec {
+            name,
+            partitions,
+            retention_ms,
+        };
+        vec![
+            spec(self.control(), 1, -1),
+            spec(self.webhooks(), 12, 7 * DAY_MS),
+            spec(self.triggers(), 12, 7 * DAY_MS),
+            spec(self.runs(), 12, 7 * DAY_MS),
+            spec(self.deliveries(), 6, 7 * DAY_MS),
+            spec(self.dlq(), 1, 30 * DAY_MS),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names and partition counts follow DESIGN §3.
+    #[test]
+    fn design_table() {
+        let topics = Topics::new("inlet.");
+        let specs = topics.specs();
+        let summary: Vec<_> = specs
+            .iter()
+            .map(|s| (s.name.as_str(), s.partitions))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("inlet.control", 1),
+                ("inlet.webhooks", 12),
+                ("inlet.triggers", 12),
+                ("inlet.runs", 12),
+                ("inlet.deliveries", 6),
+                ("inlet.dlq", 1),
+            ]
+        );
+        assert_eq!(specs[0].retention_ms, -1);
+    }
+}
