@@ -1,1 +1,98 @@
-fn main() {}
+//! The `inlet` binary: parses the command line, loads configuration, sets up logging and signal
+//! handling, and hands over to the stage that was asked for.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod stages;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use inlet_core::CancellationToken;
+
+use crate::cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match cli::config(&cli) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("inlet: {err:#}");
+            return ExitCode::from(2);
+        }
+    };
+    inlet_core::telemetry::init(&config.log);
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(
+        shutdown.clone(),
+        Duration::from_secs(config.shutdown_timeout_secs + 5),
+    ));
+
+    let result = match &cli.command {
+        Command::Dev(args) => {
+            stages::dev(
+                config,
+                args.kafka.ready_file.as_deref(),
+                args.only_broker,
+                shutdown,
+            )
+            .await
+        }
+        Command::Ingest(args) => {
+            stages::ingest(config, args.kafka.ready_file.as_deref(), shutdown).await
+        }
+        Command::Router(args) => {
+            stages::router(config, args.kafka.ready_file.as_deref(), shutdown).await
+        }
+        Command::Workers(args) => {
+            stages::workers(config, args.kafka.ready_file.as_deref(), shutdown).await
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!("{err:#}");
+            eprintln!("inlet: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM; a second signal, or a drain that overruns `grace`,
+/// exits at once.
+async fn cancel_on_signal(shutdown: CancellationToken, grace: Duration) {
+    wait_for_signal().await;
+    tracing::info!("shutting down: stop accepting, finish in-flight work, flush, commit");
+    shutdown.cancel();
+    tokio::select! {
+        _ = wait_for_signal() => tracing::warn!("second signal: exiting now"),
+        _ = tokio::time::sleep(grace) => tracing::warn!("drain took too long: exiting now"),
+    }
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -254,7 +254,10 @@ impl Config {
         if let Some(url) = &self.ingest.public_base_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            return invalid("ingest.public_base_url", "must start with http:// or https://");
+            return invalid(
+                "ingest.public_base_url",
+                "must start with http:// or https://",
+            );
         }
         if let Some(key) = &self.ingest.admin_key
             && key.expose().len() < 16
@@ -315,7 +318,11 @@ mod tests {
         assert_eq!(config.ingest.max_body_bytes, 2048);
         assert_eq!(config.ingest.publish_timeout_ms, 5_000);
         assert_eq!(
-            config.kafka.librdkafka.get("security.protocol").map(String::as_str),
+            config
+                .kafka
+                .librdkafka
+                .get("security.protocol")
+                .map(String::as_str),
             Some("SASL_SSL")
         );
 

@@ -134,6 +134,7 @@ pub struct StackSpec {
 
 /// Fields of a stack that may change; `None` keeps the current value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StackPatch {
     /// New name.
     #[serde(default, skip_serializing_if = "Option::is_none")]

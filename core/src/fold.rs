@@ -107,7 +107,10 @@ impl Registry {
             ));
         }
         let Some(parent) = space.parent_id.as_deref() else {
-            return Err(Rejection::invalid("parent_id", "a space needs a parent space"));
+            return Err(Rejection::invalid(
+                "parent_id",
+                "a space needs a parent space",
+            ));
         };
         if !self.spaces.contains_key(parent) {
             return Err(Rejection::invalid(
@@ -229,7 +232,10 @@ impl Registry {
                 format!("space `{}` does not exist", spec.space_id),
             ));
         }
-        let integration_id = self.attachable(&spec.integration, &spec.space_id)?.id.clone();
+        let integration_id = self
+            .attachable(&spec.integration, &spec.space_id)?
+            .id
+            .clone();
         let stack = Stack {
             id: spec.id.clone(),
             name: spec.name.clone(),
@@ -583,9 +589,7 @@ mod tests {
             ControlCommand::CreateIntegration {
                 integration: private,
             },
-            ControlCommand::CreateIntegration {
-                integration: short,
-            },
+            ControlCommand::CreateIntegration { integration: short },
         ]);
         assert_eq!(rejected(&outcomes[0]).field, Some("api_host_url"));
         assert!(outcomes[1].is_ok());
@@ -709,7 +713,10 @@ mod tests {
             },
         }));
         assert!(moved.is_ok());
-        assert_eq!(registry.stacks_on_repository("bb", "INFRA/network").count(), 0);
+        assert_eq!(
+            registry.stacks_on_repository("bb", "INFRA/network").count(),
+            0
+        );
         assert_eq!(registry.stacks_on_repository("BB", "infra/dns").count(), 1);
         let deleted = registry.apply(&record(ControlCommand::DeleteStack {
             id: "s1".to_owned(),
@@ -758,7 +765,9 @@ mod tests {
             key("k1", "root"),
             key("k1", "root"),
             key("k2", "missing"),
-            ControlCommand::DeleteApiKey { id: "k1".to_owned() },
+            ControlCommand::DeleteApiKey {
+                id: "k1".to_owned(),
+            },
         ]);
         assert!(outcomes[0].is_ok());
         assert_eq!(rejected(&outcomes[1]).code, "api_key_exists");

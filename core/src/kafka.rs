@@ -127,22 +127,46 @@ impl Kafka {
         Ok(tokio::task::spawn_blocking(move || config.create::<StreamConsumer>()).await??)
     }
 
-    /// Creates missing topics on a real cluster (the embedded broker creates its own).
+    /// Creates missing topics on a real cluster (the embedded broker creates its own). Topics that
+    /// already exist are left alone, so a cluster where an operator created them needs no
+    /// create permission.
     pub async fn ensure_topics(
         &self,
         specs: &[TopicSpec],
         replication_factor: i32,
     ) -> Result<(), SetupError> {
-        if self.embedded || !self.config.create_topics {
+        if self.embedded {
             return Ok(());
         }
         let config = self.base(&[]);
-        let admin = tokio::task::spawn_blocking(move || {
-            config.create::<AdminClient<DefaultClientContext>>()
+        let (admin, existing) = tokio::task::spawn_blocking(move || {
+            let admin = config.create::<AdminClient<DefaultClientContext>>()?;
+            let metadata = admin
+                .inner()
+                .fetch_metadata(None, Duration::from_secs(30))?;
+            let existing: Vec<String> = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none())
+                .map(|t| t.name().to_owned())
+                .collect();
+            Ok::<_, KafkaError>((admin, existing))
         })
         .await??;
-        let retention: Vec<String> = specs.iter().map(|s| s.retention_ms.to_string()).collect();
-        let topics: Vec<NewTopic<'_>> = specs
+        let missing: Vec<&TopicSpec> = specs
+            .iter()
+            .filter(|spec| !existing.contains(&spec.name))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if !self.config.create_topics {
+            let names: Vec<&str> = missing.iter().map(|s| s.name.as_str()).collect();
+            tracing::warn!(missing = ?names, "topics missing and kafka.create_topics is off");
+            return Ok(());
+        }
+        let retention: Vec<String> = missing.iter().map(|s| s.retention_ms.to_string()).collect();
+        let topics: Vec<NewTopic<'_>> = missing
             .iter()
             .zip(&retention)
             .map(|(spec, retention)| {
@@ -262,4 +286,15 @@ impl Drop for EmbeddedBroker {
             let _ = thread.join();
         }
     }
+}
+
+/// The value of header `name` of `message` as UTF-8, if present.
+pub fn header<'m, M: rdkafka::Message>(message: &'m M, name: &str) -> Option<&'m str> {
+    use rdkafka::message::Headers;
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
 }

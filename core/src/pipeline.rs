@@ -113,13 +113,14 @@ pub async fn run<H: Handler>(
     })
     .await;
     if drained.is_err() {
-        tracing::warn!("shutdown: some outputs were not acknowledged in time; they will be replayed");
+        tracing::warn!(
+            "shutdown: some outputs were not acknowledged in time; they will be replayed"
+        );
     }
     let committer = consumer.clone();
-    let commit = tokio::task::spawn_blocking(move || {
-        committer.commit_consumer_state(CommitMode::Sync)
-    })
-    .await;
+    let commit =
+        tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync))
+            .await;
     match commit {
         Ok(Ok(())) | Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
         Ok(Err(err)) => tracing::warn!(error = %err, "final offset commit failed"),

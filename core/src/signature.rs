@@ -48,7 +48,10 @@ pub fn sign(secret: &Secret, body: &[u8]) -> String {
 /// Parses `sha256=<64 hex digits>` into the digest bytes.
 pub fn parse_header(value: &[u8]) -> Result<[u8; 32], SignatureError> {
     let text = std::str::from_utf8(value).map_err(|_| SignatureError::Malformed)?;
-    let (algorithm, digest) = text.trim().split_once('=').ok_or(SignatureError::Malformed)?;
+    let (algorithm, digest) = text
+        .trim()
+        .split_once('=')
+        .ok_or(SignatureError::Malformed)?;
     if !algorithm.eq_ignore_ascii_case("sha256") {
         return Err(if algorithm.is_empty() {
             SignatureError::Malformed
@@ -106,7 +109,10 @@ mod tests {
     #[test]
     fn verify_accepts_only_the_right_signature() {
         let header = sign(&secret(), b"body");
-        assert_eq!(verify(Some(header.as_bytes()), b"body", [&secret()]), Ok(()));
+        assert_eq!(
+            verify(Some(header.as_bytes()), b"body", [&secret()]),
+            Ok(())
+        );
         assert_eq!(
             verify(Some(header.as_bytes()), b"body!", [&secret()]),
             Err(SignatureError::Mismatch)
@@ -122,7 +128,10 @@ mod tests {
     fn any_secret_of_several() {
         let new = Secret::new("new-secret");
         let header = sign(&secret(), b"x");
-        assert_eq!(verify(Some(header.as_bytes()), b"x", [&new, &secret()]), Ok(()));
+        assert_eq!(
+            verify(Some(header.as_bytes()), b"x", [&new, &secret()]),
+            Ok(())
+        );
     }
 
     /// Malformed headers are rejected without panicking.
@@ -136,12 +145,18 @@ mod tests {
             (b"sha256=abc", SignatureError::Malformed),
             (b"sha256=zz", SignatureError::Malformed),
             (&[0xff, 0xfe], SignatureError::Malformed),
-            (b"sha1=0123456789012345678901234567890123456789", SignatureError::UnsupportedAlgorithm),
+            (
+                b"sha1=0123456789012345678901234567890123456789",
+                SignatureError::UnsupportedAlgorithm,
+            ),
         ];
         for (header, expected) in cases {
             assert_eq!(verify(Some(header), b"x", [&secret()]), Err(*expected));
         }
-        assert_eq!(verify(None, b"x", [&secret()]), Err(SignatureError::Missing));
+        assert_eq!(
+            verify(None, b"x", [&secret()]),
+            Err(SignatureError::Missing)
+        );
         let too_long = format!("sha256={}", "ab".repeat(33));
         assert_eq!(
             verify(Some(too_long.as_bytes()), b"x", [&secret()]),

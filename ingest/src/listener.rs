@@ -1,0 +1,91 @@
+//! Accepting HTTP/1.1 connections and handing requests to a service, with graceful shutdown.
+//!
+//! On shutdown the listener stops accepting, lets every open connection finish the request it is
+//! serving (keep-alive connections are closed after it), and returns once all are done or the
+//! drain timeout passed.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use inlet_core::CancellationToken;
+use tokio::net::TcpListener;
+
+/// Something that answers requests.
+pub trait Service: Send + Sync + 'static {
+    /// Answers one request.
+    fn call(
+        &self,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+}
+
+/// Serves `listener` until `shutdown`, then drains for at most `drain`.
+pub async fn serve<S: Service>(
+    name: &'static str,
+    listener: TcpListener,
+    service: Arc<S>,
+    header_read_timeout: Duration,
+    drain: Duration,
+    shutdown: CancellationToken,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    // Typically EMFILE: back off instead of spinning.
+                    tracing::warn!(listener = name, error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let connection = builder.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |request| {
+                let service = service.clone();
+                async move { Ok::<_, Infallible>(service.call(request).await) }
+            }),
+        );
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(listener = name, %peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        listener = name,
+        open = graceful.count(),
+        "stopped accepting; draining connections"
+    );
+    if tokio::time::timeout(drain, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            listener = name,
+            "connections still open after the drain timeout"
+        );
+    }
+}

@@ -1,0 +1,316 @@
+//! The trigger rules (DESIGN §5), as pure functions of an event and the registry.
+
+use inlet_core::bitbucket::{ChangeKind, RefsChanged};
+use inlet_core::records::{
+    Commit, RunType, StackTrigger, TRIGGER_SCHEMA, TriggerKind, TriggerSource, derive_id,
+};
+use inlet_core::registry::Registry;
+
+/// Facts about the delivery that travel with every trigger.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Bitbucket's `X-Request-Id`.
+    pub delivery_id: String,
+    /// Bitbucket's `X-Event-Key`.
+    pub event_key: String,
+    /// The integration name the webhook arrived under.
+    pub integration: String,
+    /// When ingest received it.
+    pub received_at: String,
+    /// The control offset ingest had applied.
+    pub control_offset: i64,
+}
+
+/// Why part of an event produced no trigger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IgnoredReason {
+    /// No stack uses this integration and repository.
+    NoStackOnRepository,
+    /// A branch was deleted.
+    BranchDeleted,
+    /// A tag was pushed.
+    TagPush,
+    /// A change type Bitbucket may add later.
+    UnknownChange,
+}
+
+impl IgnoredReason {
+    /// Stable snake_case code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IgnoredReason::NoStackOnRepository => "no_stack_on_repository",
+            IgnoredReason::BranchDeleted => "branch_deleted",
+            IgnoredReason::TagPush => "tag_push",
+            IgnoredReason::UnknownChange => "unknown_change",
+        }
+    }
+}
+
+/// The triggers of one event and what was ignored, with the ref it concerned.
+#[derive(Debug, Default)]
+pub struct Routed {
+    /// One per (stack, reason).
+    pub triggers: Vec<StackTrigger>,
+    /// Ignored parts: (ref, reason).
+    pub ignored: Vec<(String, IgnoredReason)>,
+}
+
+/// `repo:refs_changed`: every BRANCH change of type ADD or UPDATE triggers every stack on the
+/// repository — tracked where the branch is the stack's tracked branch, proposed elsewhere — at the
+/// change's `toHash`. Deletions and tags are ignored with a reason. Stacks are matched by the
+/// integration name the webhook arrived under, attached or not, so detached stacks get a decision
+/// that says why nothing ran.
+pub fn route_push(registry: &Registry, delivery: &Delivery, push: &RefsChanged) -> Routed {
+    let mut routed = Routed::default();
+    let repository = push.repository.full_name();
+    let actor = push.actor.as_ref().and_then(|a| a.login());
+    for change in &push.changes {
+        let reference = &change.reference;
+        if !reference.is_branch() {
+            routed
+                .ignored
+                .push((reference.id.clone(), IgnoredReason::TagPush));
+            continue;
+        }
+        match change.change_kind() {
+            Some(ChangeKind::Add | ChangeKind::Update) => {}
+            Some(ChangeKind::Delete) => {
+                routed
+                    .ignored
+                    .push((reference.id.clone(), IgnoredReason::BranchDeleted));
+                continue;
+            }
+            None => {
+                routed
+                    .ignored
+                    .push((reference.id.clone(), IgnoredReason::UnknownChange));
+                continue;
+            }
+        }
+        let branch = reference.short_name();
+        let before = routed.triggers.len();
+        for stack in registry.stacks_on_repository(&delivery.integration, &repository) {
+            let run_type = if stack.branch == branch {
+                RunType::Tracked
+            } else {
+                RunType::Proposed
+            };
+            routed.triggers.push(StackTrigger {
+                schema: TRIGGER_SCHEMA.to_owned(),
+                trigger_id: derive_id(
+                    "trg",
+                    &[
+                        &delivery.delivery_id,
+                        &stack.id,
+                        &reference.id,
+                        &change.to_hash,
+                    ],
+                ),
+                stack_id: stack.id.clone(),
+                integration: delivery.integration.clone(),
+                run_type,
+                commit: Commit {
+                    sha: change.to_hash.clone(),
+                    branch: branch.clone(),
+                    repository: repository.clone(),
+                },
+                trigger: TriggerSource {
+                    kind: TriggerKind::Push,
+                    delivery_id: delivery.delivery_id.clone(),
+                    event_key: delivery.event_key.clone(),
+                    pull_request_id: None,
+                    actor: actor.clone(),
+                },
+                received_at: delivery.received_at.clone(),
+                control_offset: delivery.control_offset,
+            });
+        }
+        if routed.triggers.len() == before {
+            routed
+                .ignored
+                .push((reference.id.clone(), IgnoredReason::NoStackOnRepository));
+        }
+    }
+    routed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use inlet_core::bitbucket::parse_refs_changed;
+    use inlet_core::control::{CONTROL_SCHEMA, ControlCommand, ControlRecord, StackSpec};
+    use inlet_core::domain::Integration;
+    use inlet_core::secret::Secret;
+
+    fn apply(registry: &mut Registry, command: ControlCommand) {
+        let record = ControlRecord {
+            schema: CONTROL_SCHEMA.to_owned(),
+            command_id: "c".to_owned(),
+            origin: "t".to_owned(),
+            issued_at: "2026-01-01T00:00:00Z".to_owned(),
+            actor: "t".to_owned(),
+            command,
+        };
+        registry.apply(&record).expect("applied");
+    }
+
+    fn registry() -> Registry {
+        let mut registry = Registry::new();
+        apply(
+            &mut registry,
+            ControlCommand::CreateIntegration {
+                integration: Integration {
+                    name: "bb".to_owned(),
+                    id: "i1".to_owned(),
+                    is_default: true,
+                    space_id: "root".to_owned(),
+                    api_host_url: "https://bitbucket.example.com".to_owned(),
+                    user_facing_host_url: "https://bitbucket.example.com".to_owned(),
+                    username: String::new(),
+                    access_token: Secret::default(),
+                    labels: vec![],
+                    description: String::new(),
+                    webhook_secret: Secret::new("0123456789abcdef0123"),
+                    created_at: "2026-01-01T00:00:00Z".to_owned(),
+                },
+            },
+        );
+        for (id, branch, repo) in [
+            ("prod", "main", "INFRA/network"),
+            ("staging", "staging", "INFRA/network"),
+            ("other", "main", "INFRA/dns"),
+        ] {
+            apply(
+                &mut registry,
+                ControlCommand::CreateStack {
+                    stack: StackSpec {
+                        id: id.to_owned(),
+                        name: id.to_owned(),
+                        space_id: "root".to_owned(),
+                        integration: "bb".to_owned(),
+                        repository: repo.to_owned(),
+                        branch: branch.to_owned(),
+                        project_root: String::new(),
+                        labels: vec![],
+                        disabled: false,
+                    },
+                },
+            );
+        }
+        registry
+    }
+
+    fn delivery(integration: &str) -> Delivery {
+        Delivery {
+            delivery_id: "d1".to_owned(),
+            event_key: "repo:refs_changed".to_owned(),
+            integration: integration.to_owned(),
+            received_at: "2026-01-01T00:00:00Z".to_owned(),
+            control_offset: 0,
+        }
+    }
+
+    fn push(changes: &str) -> RefsChanged {
+        let body = format!(
+            r#"{{"actor": {{"name": "alice"}},
+                "repository": {{"slug": "network", "project": {{"key": "INFRA"}}}},
+                "changes": [{changes}]}}"#
+        );
+        parse_refs_changed(body.as_bytes()).expect("parse")
+    }
+
+    const MAIN_UPDATE: &str = r#"{"ref": {"id": "refs/heads/main", "displayId": "main", "type": "BRANCH"},
+        "fromHash": "1111111111111111111111111111111111111111",
+        "toHash": "2222222222222222222222222222222222222222", "type": "UPDATE"}"#;
+
+    /// A push to main requests a tracked run for the stack on main and a proposed one for the other
+    /// stack on the repository; stacks on other repositories are untouched.
+    #[test]
+    fn push_to_tracked_branch() {
+        let routed = route_push(&registry(), &delivery("bb"), &push(MAIN_UPDATE));
+        let got: Vec<_> = routed
+            .triggers
+            .iter()
+            .map(|t| (t.stack_id.as_str(), t.run_type, t.commit.sha.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    "prod",
+                    RunType::Tracked,
+                    "2222222222222222222222222222222222222222"
+                ),
+                (
+                    "staging",
+                    RunType::Proposed,
+                    "2222222222222222222222222222222222222222"
+                ),
+            ]
+        );
+        assert_eq!(routed.triggers[0].trigger.actor.as_deref(), Some("alice"));
+        assert_eq!(routed.triggers[0].commit.repository, "INFRA/network");
+        assert!(routed.ignored.is_empty());
+    }
+
+    /// Deleted branches and tags are ignored with their reasons; ADD counts like UPDATE.
+    #[test]
+    fn deletes_and_tags_are_ignored() {
+        let changes = r#"
+            {"ref": {"id": "refs/heads/old", "displayId": "old", "type": "BRANCH"},
+             "fromHash": "1111111111111111111111111111111111111111",
+             "toHash": "0000000000000000000000000000000000000000", "type": "DELETE"},
+            {"ref": {"id": "refs/tags/v1", "displayId": "v1", "type": "TAG"},
+             "fromHash": "0000000000000000000000000000000000000000",
+             "toHash": "3333333333333333333333333333333333333333", "type": "ADD"},
+            {"ref": {"id": "refs/heads/staging", "displayId": "staging", "type": "BRANCH"},
+             "fromHash": "0000000000000000000000000000000000000000",
+             "toHash": "4444444444444444444444444444444444444444", "type": "ADD"}"#;
+        let routed = route_push(&registry(), &delivery("bb"), &push(changes));
+        assert_eq!(
+            routed.ignored,
+            vec![
+                ("refs/heads/old".to_owned(), IgnoredReason::BranchDeleted),
+                ("refs/tags/v1".to_owned(), IgnoredReason::TagPush),
+            ]
+        );
+        let got: Vec<_> = routed
+            .triggers
+            .iter()
+            .map(|t| (t.stack_id.as_str(), t.run_type))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("prod", RunType::Proposed), ("staging", RunType::Tracked)]
+        );
+    }
+
+    /// Another integration's name matches no stack, and says so.
+    #[test]
+    fn other_integration_matches_nothing() {
+        let routed = route_push(&registry(), &delivery("other"), &push(MAIN_UPDATE));
+        assert!(routed.triggers.is_empty());
+        assert_eq!(
+            routed.ignored,
+            vec![(
+                "refs/heads/main".to_owned(),
+                IgnoredReason::NoStackOnRepository
+            )]
+        );
+    }
+
+    /// Routing the same delivery twice yields the same trigger ids.
+    #[test]
+    fn trigger_ids_are_deterministic() {
+        let a = route_push(&registry(), &delivery("bb"), &push(MAIN_UPDATE));
+        let b = route_push(&registry(), &delivery("bb"), &push(MAIN_UPDATE));
+        let ids = |r: &Routed| {
+            r.triggers
+                .iter()
+                .map(|t| t.trigger_id.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(&a), ids(&b));
+        assert_ne!(ids(&a)[0], ids(&a)[1]);
+    }
+}

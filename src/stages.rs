@@ -1,0 +1,346 @@
+//! Starting stages: connecting to Kafka, following the control log, binding listeners, writing the
+//! ready file, and running until shutdown. `main` only picks which of these to call.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use inlet_core::CancellationToken;
+use inlet_core::config::Config;
+use inlet_core::control_log::ControlLog;
+use inlet_core::kafka::{EmbeddedBroker, Kafka};
+use inlet_core::ready::ReadyInfo;
+use inlet_core::secret::Secret;
+use inlet_core::topics::Topics;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::producer::FutureProducer;
+use tokio::net::TcpListener;
+
+/// A connection to the cluster shared by the stages of one process.
+struct Connected {
+    kafka: Kafka,
+    topics: Topics,
+    producer: FutureProducer,
+    control: ControlLog,
+    control_task: tokio::task::JoinHandle<()>,
+}
+
+async fn connect(
+    config: &Config,
+    bootstrap: &str,
+    embedded: bool,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Connected> {
+    let kafka = Kafka::new(&config.kafka, bootstrap, embedded);
+    let topics = Topics::new(&config.kafka.topic_prefix);
+    kafka
+        .ensure_topics(&topics.specs(), config.kafka.replication_factor)
+        .await
+        .context("creating topics")?;
+    let producer = kafka.producer().await.context("creating the producer")?;
+    let (control, control_task) =
+        ControlLog::start(&kafka, topics.control(), producer.clone(), shutdown.clone())
+            .await
+            .context("following the control log")?;
+    Ok(Connected {
+        kafka,
+        topics,
+        producer,
+        control,
+        control_task,
+    })
+}
+
+fn external_bootstrap(config: &Config, stage: &str) -> anyhow::Result<String> {
+    match &config.kafka.bootstrap_servers {
+        Some(servers) => Ok(servers.clone()),
+        None => bail!(
+            "`inlet {stage}` needs a Kafka cluster: pass --kafka-bootstrap-servers or set \
+             INLET_KAFKA_BOOTSTRAP_SERVERS (`inlet dev` runs an embedded one)"
+        ),
+    }
+}
+
+fn drain(config: &Config) -> Duration {
+    Duration::from_secs(config.shutdown_timeout_secs)
+}
+
+async fn subscribed(kafka: &Kafka, group: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
+    let consumer = kafka
+        .consumer(group)
+        .await
+        .with_context(|| format!("creating consumer {group}"))?;
+    consumer
+        .subscribe(&[topic])
+        .with_context(|| format!("subscribing to {topic}"))?;
+    Ok(consumer)
+}
+
+struct Listeners {
+    webhook: TcpListener,
+    admin: TcpListener,
+    webhook_base_url: String,
+    admin_base_url: String,
+    public_base_url: String,
+}
+
+async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+    let webhook = TcpListener::bind(config.ingest.webhook_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the webhook listener {}",
+                config.ingest.webhook_addr
+            )
+        })?;
+    let admin = TcpListener::bind(config.ingest.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin listener {}", config.ingest.admin_addr))?;
+    let webhook_base_url = format!("http://{}", webhook.local_addr()?);
+    let admin_base_url = format!("http://{}", admin.local_addr()?);
+    let public_base_url = config
+        .ingest
+        .public_base_url
+        .clone()
+        .unwrap_or_else(|| webhook_base_url.clone());
+    Ok(Listeners {
+        webhook,
+        admin,
+        webhook_base_url,
+        admin_base_url,
+        public_base_url,
+    })
+}
+
+fn ingest_deps(
+    config: &Config,
+    connected: &Connected,
+    listeners: Listeners,
+    admin_key: Secret,
+) -> inlet_ingest::Deps {
+    inlet_ingest::Deps {
+        webhook_listener: listeners.webhook,
+        admin_listener: listeners.admin,
+        control: connected.control.clone(),
+        producer: connected.producer.clone(),
+        webhooks_topic: connected.topics.webhooks(),
+        admin_key,
+        public_base_url: listeners.public_base_url,
+        drain: drain(config),
+    }
+}
+
+async fn router_deps(config: &Config, connected: &Connected) -> anyhow::Result<inlet_router::Deps> {
+    Ok(inlet_router::Deps {
+        consumer: subscribed(
+            &connected.kafka,
+            &config.router.group_id,
+            &connected.topics.webhooks(),
+        )
+        .await?,
+        producer: connected.producer.clone(),
+        control: connected.control.clone(),
+        triggers_topic: connected.topics.triggers(),
+        drain: drain(config),
+    })
+}
+
+async fn workers_deps(
+    config: &Config,
+    connected: &Connected,
+) -> anyhow::Result<inlet_workers::Deps> {
+    Ok(inlet_workers::Deps {
+        consumer: subscribed(
+            &connected.kafka,
+            &config.workers.group_id,
+            &connected.topics.triggers(),
+        )
+        .await?,
+        producer: connected.producer.clone(),
+        control: connected.control.clone(),
+        runs_topic: connected.topics.runs(),
+        drain: drain(config),
+    })
+}
+
+fn write_ready(path: Option<&Path>, info: &ReadyInfo) -> anyhow::Result<()> {
+    if let Some(path) = path {
+        info.write(path)
+            .with_context(|| format!("writing the ready file {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn start_embedded(topics: &Topics) -> anyhow::Result<EmbeddedBroker> {
+    let specs = topics.specs();
+    let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&specs))
+        .await?
+        .context("starting the embedded broker")?;
+    tracing::warn!(
+        bootstrap = broker.bootstrap_servers(),
+        "EMBEDDED BROKER: all data is in memory only and is lost when this process exits; \
+         it is for development and tests, never production"
+    );
+    Ok(broker)
+}
+
+/// `inlet dev`: every stage in one process, on the embedded broker unless bootstrap servers are
+/// configured; or only the broker with `--only-broker`.
+pub async fn dev(
+    config: Config,
+    ready_file: Option<&Path>,
+    only_broker: bool,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let topics = Topics::new(&config.kafka.topic_prefix);
+    let (broker, bootstrap, embedded) = match &config.kafka.bootstrap_servers {
+        Some(servers) => (None, servers.clone(), false),
+        None => {
+            let broker = start_embedded(&topics).await?;
+            let bootstrap = broker.bootstrap_servers().to_owned();
+            (Some(broker), bootstrap, true)
+        }
+    };
+
+    if only_broker {
+        write_ready(
+            ready_file,
+            &ReadyInfo {
+                kafka_bootstrap_servers: bootstrap.clone(),
+                topic_prefix: topics.prefix().to_owned(),
+                ..ReadyInfo::default()
+            },
+        )?;
+        println!("inlet dev --only-broker\n  kafka bootstrap servers: {bootstrap}");
+        shutdown.cancelled().await;
+        drop(broker);
+        return Ok(());
+    }
+
+    let (admin_key, generated) = match config.admin_key()? {
+        Some(key) => (key, false),
+        None => (Secret::generate(24), true),
+    };
+    let connected = connect(&config, &bootstrap, embedded, &shutdown).await?;
+    let listeners = bind(&config).await?;
+    let (webhook_base_url, admin_base_url) = (
+        listeners.webhook_base_url.clone(),
+        listeners.admin_base_url.clone(),
+    );
+    let router = router_deps(&config, &connected).await?;
+    let workers = workers_deps(&config, &connected).await?;
+    let ingest = ingest_deps(&config, &connected, listeners, admin_key.clone());
+
+    write_ready(
+        ready_file,
+        &ReadyInfo {
+            webhook_base_url: Some(webhook_base_url.clone()),
+            admin_base_url: Some(admin_base_url.clone()),
+            admin_key: Some(admin_key.expose().to_owned()),
+            kafka_bootstrap_servers: bootstrap.clone(),
+            topic_prefix: topics.prefix().to_owned(),
+        },
+    )?;
+    let key_line = if generated {
+        admin_key.expose().to_owned()
+    } else {
+        "(from configuration)".to_owned()
+    };
+    println!(
+        "inlet dev is ready\n  webhooks:  {webhook_base_url}/webhooks/bitbucket-datacenter/<integration>\n  \
+         admin API: {admin_base_url}/api/v1\n  admin key: {key_line}\n  kafka:     {bootstrap}{}",
+        if embedded {
+            " (embedded, in memory only)"
+        } else {
+            ""
+        }
+    );
+
+    let (router_result, workers_result, ()) = tokio::join!(
+        inlet_router::run(&config.router, router, shutdown.clone()),
+        inlet_workers::run(&config.workers, workers, shutdown.clone()),
+        inlet_ingest::run(&config.ingest, ingest, shutdown.clone()),
+    );
+    router_result.context("router")?;
+    workers_result.context("workers")?;
+    let _ = connected.control_task.await;
+    drop(connected.producer);
+    drop(broker);
+    Ok(())
+}
+
+/// `inlet ingest` against a configured cluster.
+pub async fn ingest(
+    config: Config,
+    ready_file: Option<&Path>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let bootstrap = external_bootstrap(&config, "ingest")?;
+    let Some(admin_key) = config.admin_key()? else {
+        bail!(
+            "`inlet ingest` needs the bootstrap admin key: set INLET_ADMIN_KEY or \
+             ingest.admin_key_file (every ingest replica must share it)"
+        );
+    };
+    let connected = connect(&config, &bootstrap, false, &shutdown).await?;
+    let listeners = bind(&config).await?;
+    write_ready(
+        ready_file,
+        &ReadyInfo {
+            webhook_base_url: Some(listeners.webhook_base_url.clone()),
+            admin_base_url: Some(listeners.admin_base_url.clone()),
+            admin_key: None,
+            kafka_bootstrap_servers: bootstrap.clone(),
+            topic_prefix: connected.topics.prefix().to_owned(),
+        },
+    )?;
+    tracing::info!(
+        webhooks = %listeners.webhook_base_url,
+        admin = %listeners.admin_base_url,
+        "ingest ready"
+    );
+    let deps = ingest_deps(&config, &connected, listeners, admin_key);
+    inlet_ingest::run(&config.ingest, deps, shutdown).await;
+    let _ = connected.control_task.await;
+    Ok(())
+}
+
+/// `inlet router` against a configured cluster.
+pub async fn router(
+    config: Config,
+    ready_file: Option<&Path>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let bootstrap = external_bootstrap(&config, "router")?;
+    let connected = connect(&config, &bootstrap, false, &shutdown).await?;
+    let deps = router_deps(&config, &connected).await?;
+    write_ready(ready_file, &stage_ready(&bootstrap, &connected.topics))?;
+    tracing::info!("router ready");
+    inlet_router::run(&config.router, deps, shutdown).await?;
+    let _ = connected.control_task.await;
+    Ok(())
+}
+
+/// `inlet workers` against a configured cluster.
+pub async fn workers(
+    config: Config,
+    ready_file: Option<&Path>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let bootstrap = external_bootstrap(&config, "workers")?;
+    let connected = connect(&config, &bootstrap, false, &shutdown).await?;
+    let deps = workers_deps(&config, &connected).await?;
+    write_ready(ready_file, &stage_ready(&bootstrap, &connected.topics))?;
+    tracing::info!("workers ready");
+    inlet_workers::run(&config.workers, deps, shutdown).await?;
+    let _ = connected.control_task.await;
+    Ok(())
+}
+
+fn stage_ready(bootstrap: &str, topics: &Topics) -> ReadyInfo {
+    ReadyInfo {
+        kafka_bootstrap_servers: bootstrap.to_owned(),
+        topic_prefix: topics.prefix().to_owned(),
+        ..ReadyInfo::default()
+    }
+}
