@@ -263,8 +263,9 @@ pub async fn dev(
     );
     router_result.context("router")?;
     workers_result.context("workers")?;
-    let _ = connected.control_task.await;
-    drop(connected.producer);
+    let Connected { control_task, .. } = connected;
+    let _ = control_task.await;
+    // Every client is gone now; only then stop the broker they talk to.
     drop(broker);
     Ok(())
 }

@@ -1,0 +1,341 @@
+//! Helpers for end-to-end tests: start `inlet` processes, talk HTTP to them, read topics.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use inlet_core::ready::ReadyInfo;
+use inlet_core::secret::Secret;
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+/// A running `inlet` process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Inlet {
+    child: Option<Child>,
+    pub ready: ReadyInfo,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Inlet {
+    /// Starts `inlet ARGS… --ready-file F` and waits until F appears.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Inlet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ready_file = dir.path().join("ready.json");
+        let log = dir.path().join("inlet.log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_inlet"));
+        command
+            .args(args)
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .env_remove("INLET_ADMIN_KEY")
+            .env_remove("INLET_KAFKA_BOOTSTRAP_SERVERS")
+            .env("INLET_LOG", "info,inlet_core=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"));
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("spawn inlet");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready_file)
+                && let Ok(ready) = serde_json::from_str::<ReadyInfo>(&text)
+            {
+                return Inlet {
+                    child: Some(child),
+                    ready,
+                    log,
+                    _dir: dir,
+                };
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "inlet {args:?} exited with {status} before it was ready:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "inlet {args:?} not ready after 60 s:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `inlet dev` on free ports with its embedded broker.
+    pub fn dev() -> Inlet {
+        Self::start(
+            &[
+                "dev",
+                "--webhook-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ],
+            &[],
+        )
+    }
+
+    pub fn webhook_url(&self, integration: &str) -> String {
+        format!(
+            "{}/webhooks/bitbucket-datacenter/{integration}",
+            self.ready
+                .webhook_base_url
+                .as_deref()
+                .expect("webhook listener")
+        )
+    }
+
+    pub fn api(&self, path: &str) -> String {
+        format!(
+            "{}/api/v1{path}",
+            self.ready
+                .admin_base_url
+                .as_deref()
+                .expect("admin listener")
+        )
+    }
+
+    /// Everything the process logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait (at most 30 s) for the exit status.
+    pub fn stop(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().expect("wait");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Inlet {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|err| {
+            panic!("not JSON ({err}): {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+}
+
+/// Sends one request.
+pub async fn send(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(body.into())).expect("request");
+    let response = client.request(request).await.expect("HTTP request");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// An admin API call with the given key and JSON body.
+pub async fn admin(inlet: &Inlet, key: &str, method: &str, path: &str, body: Value) -> Answer {
+    let auth = format!("Bearer {key}");
+    let body = if body.is_null() {
+        Bytes::new()
+    } else {
+        Bytes::from(body.to_string())
+    };
+    send(
+        method,
+        &inlet.api(path),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await
+}
+
+/// Sends `body` as a Bitbucket webhook signed with `secret`.
+pub async fn webhook(
+    url: &str,
+    event_key: &str,
+    delivery_id: &str,
+    secret: &str,
+    body: &[u8],
+) -> Answer {
+    let signature = inlet_core::signature::sign(&Secret::new(secret), body);
+    send(
+        "POST",
+        url,
+        &[
+            ("x-event-key", event_key),
+            ("x-request-id", delivery_id),
+            ("x-hub-signature", &signature),
+            ("content-type", "application/json; charset=UTF-8"),
+        ],
+        Bytes::copy_from_slice(body),
+    )
+    .await
+}
+
+/// The push fixture with its commit replaced by `sha` and branch by `branch`.
+pub fn push_body(branch: &str, sha: &str) -> Vec<u8> {
+    let mut body: Value =
+        serde_json::from_str(include_str!("../fixtures/repo_refs_changed.json")).expect("fixture");
+    let change = &mut body["changes"][0];
+    change["ref"]["id"] = Value::from(format!("refs/heads/{branch}"));
+    change["ref"]["displayId"] = Value::from(branch);
+    change["refId"] = Value::from(format!("refs/heads/{branch}"));
+    change["toHash"] = Value::from(sha);
+    serde_json::to_vec_pretty(&body).expect("json")
+}
+
+/// Reads a whole topic from the beginning, across all partitions.
+pub struct TopicReader {
+    consumer: StreamConsumer,
+    pub records: Vec<OwnedMessage>,
+}
+
+impl TopicReader {
+    pub async fn new(bootstrap: &str, topic: &str) -> TopicReader {
+        let bootstrap = bootstrap.to_owned();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let consumer: StreamConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", "inlet-tests")
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("consumer");
+            let metadata = consumer
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                .expect("metadata");
+            let mut assignment = TopicPartitionList::new();
+            for partition in metadata.topics()[0].partitions() {
+                assignment
+                    .add_partition_offset(&topic, partition.id(), Offset::Beginning)
+                    .expect("partition");
+            }
+            consumer.assign(&assignment).expect("assign");
+            TopicReader {
+                consumer,
+                records: Vec::new(),
+            }
+        })
+        .await
+        .expect("reader")
+    }
+
+    /// Reads until `done(records)` holds, or panics after `timeout` showing what arrived.
+    pub async fn until(&mut self, timeout: Duration, done: impl Fn(&[OwnedMessage]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.records) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "condition not met within {timeout:?}; records: {:#?}",
+                self.values()
+            );
+            if let Ok(Ok(message)) = tokio::time::timeout(left, self.consumer.recv()).await {
+                self.records.push(message.detach());
+            }
+        }
+    }
+
+    /// Reads whatever arrives during `duration`.
+    pub async fn settle(&mut self, duration: Duration) {
+        let deadline = Instant::now() + duration;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            if let Ok(Ok(message)) = tokio::time::timeout(left, self.consumer.recv()).await {
+                self.records.push(message.detach());
+            }
+        }
+    }
+
+    /// Record values parsed as JSON (non-JSON values as strings).
+    pub fn values(&self) -> Vec<Value> {
+        self.records
+            .iter()
+            .map(|m| {
+                let payload = m.payload().unwrap_or_default();
+                serde_json::from_slice(payload)
+                    .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(payload).into_owned()))
+            })
+            .collect()
+    }
+}
+
+/// The value of a header of `message`.
+pub fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+/// Decisions (as JSON) for delivery `delivery_id`.
+pub fn decisions_for(records: &[OwnedMessage], delivery_id: &str) -> Vec<Value> {
+    records
+        .iter()
+        .filter_map(|m| serde_json::from_slice::<Value>(m.payload()?).ok())
+        .filter(|v| v["trigger"]["delivery_id"] == delivery_id)
+        .collect()
+}

@@ -1,0 +1,329 @@
+//! End to end: the webhook endpoint's answers (DESIGN §4.1) and what reaches `inlet.webhooks`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Inlet, TopicReader, admin, header, send, webhook};
+use inlet_core::secret::Secret;
+use inlet_core::signature::sign;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn integration(dev: &Inlet, key: &str, name: &str) -> String {
+    let created = admin(
+        dev,
+        key,
+        "POST",
+        "/integrations",
+        json!({"name": name, "is_default": false, "api_host_url": "https://bitbucket.example.com"}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let details = admin(
+        dev,
+        key,
+        "GET",
+        &format!("/integrations/{name}/details"),
+        Value::Null,
+    )
+    .await;
+    details.json()["webhook_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned()
+}
+
+fn error_code(answer: &common::Answer) -> String {
+    answer.json()["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Every row of the status table: only the valid, handled event is published, byte for byte, with
+/// the documented key and headers; everything else gets its status and publishes nothing. No
+/// secret appears in the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_table_and_what_is_published() {
+    let dev = Inlet::dev();
+    let key = dev.ready.admin_key.clone().expect("key");
+    let secret = integration(&dev, &key, "Edge").await;
+    let url = dev.webhook_url("Edge");
+    let push = common::push_body("main", "178864a7d521b6f5e720b386b2c2b0ef8563e0dc");
+
+    // Accepted.
+    let ok = webhook(&url, "repo:refs_changed", "ok-1", &secret, &push).await;
+    assert_eq!(ok.status, 202, "{ok:?}");
+    assert_eq!(
+        ok.json(),
+        json!({"status": "accepted", "delivery_id": "ok-1"})
+    );
+
+    // Pings: unsigned 200; signed with the wrong secret 401; unknown integration 404.
+    let ping = send(
+        "POST",
+        &url,
+        &[("x-event-key", "diagnostics:ping")],
+        "{\"test\": true}",
+    )
+    .await;
+    assert_eq!(ping.status, 200, "{ping:?}");
+    let bad_ping = webhook(&url, "diagnostics:ping", "p2", "wrong-secret", b"{}").await;
+    assert_eq!(bad_ping.status, 401);
+    let lost_ping = send(
+        "POST",
+        &dev.webhook_url("nope"),
+        &[("x-event-key", "diagnostics:ping")],
+        "{}",
+    )
+    .await;
+    assert_eq!(lost_ping.status, 404);
+
+    // A signed event inlet does not handle: 202, ignored.
+    let ignored = webhook(&url, "repo:forked", "ignored-1", &secret, &push).await;
+    assert_eq!(ignored.status, 202);
+    assert_eq!(ignored.json()["status"], "ignored");
+
+    // Unknown integration.
+    let unknown = webhook(
+        &dev.webhook_url("nope"),
+        "repo:refs_changed",
+        "u1",
+        &secret,
+        &push,
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(error_code(&unknown), "integration_not_found");
+
+    // Signatures: missing, malformed, unsupported algorithm, wrong.
+    let signed = sign(&Secret::new(secret.clone()), &push);
+    let sha1 = signed.replacen("sha256", "sha1", 1);
+    let cases: Vec<(&str, Option<&str>)> = vec![
+        ("sig-missing", None),
+        ("sig-malformed", Some("sha256=not-hex")),
+        ("sig-short", Some("sha256=abcd")),
+        ("sig-noalgo", Some("deadbeef")),
+        ("sig-sha1", Some(&sha1)),
+        (
+            "sig-wrong",
+            Some("sha256=0000000000000000000000000000000000000000000000000000000000000000"),
+        ),
+    ];
+    for (delivery, signature) in cases {
+        let mut headers = vec![
+            ("x-event-key", "repo:refs_changed"),
+            ("x-request-id", delivery),
+        ];
+        if let Some(signature) = signature {
+            headers.push(("x-hub-signature", signature));
+        }
+        let answer = send("POST", &url, &headers, push.clone()).await;
+        assert_eq!(answer.status, 401, "{delivery}: {answer:?}");
+        assert_eq!(error_code(&answer), "invalid_signature");
+    }
+
+    // Correctly signed but unusable bodies.
+    for (delivery, body) in [
+        ("bad-json", &b"{\"repository\": "[..]),
+        (
+            "no-repo",
+            &b"{\"eventKey\": \"repo:refs_changed\", \"changes\": []}"[..],
+        ),
+        (
+            "wrong-types",
+            &b"{\"repository\": {\"slug\": 5, \"project\": \"x\"}}"[..],
+        ),
+        ("empty", &b""[..]),
+    ] {
+        let answer = webhook(&url, "repo:refs_changed", delivery, &secret, body).await;
+        assert_eq!(answer.status, 400, "{delivery}: {answer:?}");
+        assert_eq!(error_code(&answer), "invalid_payload");
+    }
+    let no_event = send(
+        "POST",
+        &url,
+        &[("x-hub-signature", &signed), ("x-request-id", "no-event")],
+        push.clone(),
+    )
+    .await;
+    assert_eq!(no_event.status, 400);
+    assert_eq!(error_code(&no_event), "missing_event_key");
+
+    // Too large: declared by Content-Length, and streamed in chunks without one.
+    for chunked in [false, true] {
+        let (status, text) = raw_status(&url, 2 * 1024 * 1024, chunked).await;
+        assert_eq!(status, 413, "chunked={chunked}: {text}");
+        assert!(text.contains("body_too_large"), "{text}");
+    }
+
+    // Wrong method.
+    let get = send("GET", &url, &[], "").await;
+    assert_eq!(get.status, 405);
+
+    // Only ok-1 reached the topic, byte for byte, keyed and with its headers.
+    let mut webhooks = TopicReader::new(&dev.ready.kafka_bootstrap_servers, "inlet.webhooks").await;
+    webhooks
+        .until(Duration::from_secs(10), |r| !r.is_empty())
+        .await;
+    webhooks.settle(Duration::from_millis(500)).await;
+    assert_eq!(webhooks.records.len(), 1, "{:#?}", webhooks.values());
+    let record = &webhooks.records[0];
+    use rdkafka::Message;
+    assert_eq!(record.payload(), Some(&push[..]));
+    assert_eq!(record.key(), Some(&b"edge/infra/network"[..]));
+    assert_eq!(header(record, "inlet-delivery-id").as_deref(), Some("ok-1"));
+    assert_eq!(
+        header(record, "inlet-event-key").as_deref(),
+        Some("repo:refs_changed")
+    );
+    assert_eq!(
+        header(record, "inlet-integration-name").as_deref(),
+        Some("Edge")
+    );
+    assert!(header(record, "inlet-integration-id").is_some());
+    assert!(header(record, "inlet-received-at").is_some_and(|t| t.ends_with('Z')));
+
+    let log = dev.log();
+    assert!(!log.contains(&secret), "webhook secret in the logs");
+    assert!(!log.contains(&key), "admin key in the logs");
+}
+
+/// Sends a request head over a raw connection, then (concurrently) `size` bytes of chunked body
+/// when `chunked`, and returns the status code and the response text. With `chunked` false the head declares a
+/// `Content-Length` of `size` and no body is sent: the answer must come from the head alone.
+async fn raw_status(url: &str, size: usize, chunked: bool) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_at(rest.find('/').expect("path"));
+    let stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let framing = if chunked {
+        "transfer-encoding: chunked".to_owned()
+    } else {
+        format!("content-length: {size}")
+    };
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {host}\r\nx-event-key: repo:refs_changed\r\n\
+         x-hub-signature: sha256=00\r\n{framing}\r\n\r\n"
+    );
+    writer.write_all(head.as_bytes()).await.expect("head");
+    let body = tokio::spawn(async move {
+        if !chunked {
+            return writer;
+        }
+        let chunk = vec![b'a'; 64 * 1024];
+        let mut sent = 0;
+        while sent < size {
+            let frame = format!("{:x}\r\n", chunk.len());
+            // The server answers and closes before the whole body is sent.
+            if writer.write_all(frame.as_bytes()).await.is_err()
+                || writer.write_all(&chunk).await.is_err()
+                || writer.write_all(b"\r\n").await.is_err()
+            {
+                break;
+            }
+            sent += chunk.len();
+        }
+        let _ = writer.write_all(b"0\r\n\r\n").await;
+        writer
+    });
+    let mut response = vec![0u8; 4096];
+    let n = reader.read(&mut response).await.expect("read");
+    let _ = body.await;
+    let text = String::from_utf8_lossy(&response[..n]).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, text)
+}
+
+/// The admin API refuses requests without a valid key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_api_needs_the_key() {
+    let dev = Inlet::dev();
+    let none = send("GET", &dev.api("/integrations"), &[], "").await;
+    assert_eq!(none.status, 401);
+    assert_eq!(error_code(&none), "unauthorized");
+    let wrong = admin(
+        &dev,
+        "not-the-key-at-all",
+        "GET",
+        "/integrations",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    let key = dev.ready.admin_key.clone().expect("key");
+    let list = admin(&dev, &key, "GET", "/integrations", Value::Null).await;
+    assert_eq!(list.status, 200);
+    assert_eq!(list.json(), json!({"integrations": []}));
+    let bad = admin(
+        &dev,
+        &key,
+        "POST",
+        "/stacks",
+        json!({"name": "x", "repository": "P/r", "branch": "main", "integration": "missing"}),
+    )
+    .await;
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(
+        bad.json()["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("integration:")
+    );
+    let unknown_field = admin(
+        &dev,
+        &key,
+        "POST",
+        "/spaces",
+        json!({"name": "x", "colour": "red"}),
+    )
+    .await;
+    assert_eq!(unknown_field.status, 400);
+    assert_eq!(error_code(&unknown_field), "invalid_body");
+}
+
+/// When the broker is gone, a verified webhook gets 503 with Retry-After once the publish deadline
+/// passes, never 202.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_down_is_503() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("inlet.toml");
+    std::fs::write(&config, "[ingest]\npublish_timeout_ms = 1500\n").expect("config");
+    let mut broker = Inlet::start(&["dev", "--only-broker"], &[]);
+    let bootstrap = broker.ready.kafka_bootstrap_servers.clone();
+    let key = "broker-down-admin-key-123";
+    let ingest = Inlet::start(
+        &[
+            "ingest",
+            "--kafka-bootstrap-servers",
+            &bootstrap,
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+        &[
+            ("INLET_ADMIN_KEY", key),
+            ("INLET_CONFIG", config.to_str().expect("path")),
+        ],
+    );
+    let secret = integration(&ingest, key, "bb").await;
+    let push = common::push_body("main", "178864a7d521b6f5e720b386b2c2b0ef8563e0dc");
+    broker.stop();
+    let answer = webhook(
+        &ingest.webhook_url("bb"),
+        "repo:refs_changed",
+        "d1",
+        &secret,
+        &push,
+    )
+    .await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(error_code(&answer), "broker_unavailable");
+    assert!(answer.headers.contains_key("retry-after"));
+}
