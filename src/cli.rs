@@ -137,18 +137,23 @@ impl ListenArgs {
     }
 }
 
-/// The configuration for `cli`: file, then `INLET_ADMIN_KEY`, then flags (which clap already
+/// The configuration for `cli`: file, then `INLET_ADMIN_KEY` and `INLET_SECRETS_KEY`, then flags (which clap already
 /// merged with their `INLET_*` variables).
 pub fn config(cli: &Cli) -> anyhow::Result<Config> {
     let mut config = Config::load(cli.config.as_deref())?;
     if let Some(format) = cli.log_format {
         config.log.format = format;
     }
-    // The key is read from the environment only, never a flag, so it stays out of `ps`.
+    // Keys are read from the environment only, never flags, so they stay out of `ps`.
     if let Ok(key) = std::env::var("INLET_ADMIN_KEY")
         && !key.is_empty()
     {
         config.ingest.admin_key = Some(inlet_core::secret::Secret::new(key));
+    }
+    if let Ok(key) = std::env::var("INLET_SECRETS_KEY")
+        && !key.is_empty()
+    {
+        config.ingest.secrets_key = Some(inlet_core::secret::Secret::new(key));
     }
     match &cli.command {
         Command::Dev(args) => {

@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use inlet_core::CancellationToken;
 use inlet_core::config::Config;
 use inlet_core::control_log::ControlLog;
+use inlet_core::crypto::SecretsKey;
 use inlet_core::kafka::{EmbeddedBroker, Kafka};
 use inlet_core::ready::ReadyInfo;
 use inlet_core::secret::Secret;
@@ -112,22 +113,32 @@ async fn bind(config: &Config) -> anyhow::Result<Listeners> {
     })
 }
 
+/// The keys ingest runs with.
+struct IngestKeys {
+    admin: Secret,
+    secrets: SecretsKey,
+}
+
 fn ingest_deps(
     config: &Config,
     connected: &Connected,
     listeners: Listeners,
-    admin_key: Secret,
-) -> inlet_ingest::Deps {
-    inlet_ingest::Deps {
+    keys: IngestKeys,
+) -> anyhow::Result<inlet_ingest::Deps> {
+    inlet_ingest::verify::check_secrets_key(&connected.control.read(), &keys.secrets)
+        .map_err(anyhow::Error::msg)?;
+    Ok(inlet_ingest::Deps {
         webhook_listener: listeners.webhook,
         admin_listener: listeners.admin,
         control: connected.control.clone(),
         producer: connected.producer.clone(),
         webhooks_topic: connected.topics.webhooks(),
-        admin_key,
+        triggers_topic: connected.topics.triggers(),
+        admin_key: keys.admin,
+        secrets_key: keys.secrets,
         public_base_url: listeners.public_base_url,
         drain: drain(config),
-    }
+    })
 }
 
 async fn router_deps(config: &Config, connected: &Connected) -> anyhow::Result<inlet_router::Deps> {
@@ -221,6 +232,10 @@ pub async fn dev(
         Some(key) => (key, false),
         None => (Secret::generate(24), true),
     };
+    // In memory the control log dies with the process, so a fresh key is as good as any; against
+    // a real cluster a generated key could not open what an earlier run sealed, which the startup
+    // check then reports.
+    let secrets_key = config.secrets_key()?.unwrap_or_else(SecretsKey::generate);
     let connected = connect(&config, &bootstrap, embedded, &shutdown).await?;
     let listeners = bind(&config).await?;
     let (webhook_base_url, admin_base_url) = (
@@ -229,7 +244,15 @@ pub async fn dev(
     );
     let router = router_deps(&config, &connected).await?;
     let workers = workers_deps(&config, &connected).await?;
-    let ingest = ingest_deps(&config, &connected, listeners, admin_key.clone());
+    let ingest = ingest_deps(
+        &config,
+        &connected,
+        listeners,
+        IngestKeys {
+            admin: admin_key.clone(),
+            secrets: secrets_key,
+        },
+    )?;
 
     write_ready(
         ready_file,
@@ -283,6 +306,13 @@ pub async fn ingest(
              ingest.admin_key_file (every ingest replica must share it)"
         );
     };
+    let Some(secrets_key) = config.secrets_key()? else {
+        bail!(
+            "`inlet ingest` needs the secrets key that seals webhook secrets in the control log: \
+             set INLET_SECRETS_KEY or ingest.secrets_key_file to 32 random bytes in hex \
+             (e.g. `openssl rand -hex 32`); every ingest replica must share it"
+        );
+    };
     let connected = connect(&config, &bootstrap, false, &shutdown).await?;
     let listeners = bind(&config).await?;
     write_ready(
@@ -300,7 +330,15 @@ pub async fn ingest(
         admin = %listeners.admin_base_url,
         "ingest ready"
     );
-    let deps = ingest_deps(&config, &connected, listeners, admin_key);
+    let deps = ingest_deps(
+        &config,
+        &connected,
+        listeners,
+        IngestKeys {
+            admin: admin_key,
+            secrets: secrets_key,
+        },
+    )?;
     inlet_ingest::run(&config.ingest, deps, shutdown).await;
     let _ = connected.control_task.await;
     Ok(())

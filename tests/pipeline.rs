@@ -210,7 +210,10 @@ async fn push_to_decisions_across_processes() {
             &cluster[..],
         ]
         .concat(),
-        &[("INLET_ADMIN_KEY", key)],
+        &[
+            ("INLET_ADMIN_KEY", key),
+            ("INLET_SECRETS_KEY", common::SECRETS_KEY),
+        ],
     );
     let router = Inlet::start(&[&["router"][..], &cluster[..]].concat(), &[]);
     let workers = Inlet::start(&[&["workers"][..], &cluster[..]].concat(), &[]);

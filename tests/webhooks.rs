@@ -309,6 +309,7 @@ async fn broker_down_is_503() {
         ],
         &[
             ("INLET_ADMIN_KEY", key),
+            ("INLET_SECRETS_KEY", common::SECRETS_KEY),
             ("INLET_CONFIG", config.to_str().expect("path")),
         ],
     );

@@ -24,6 +24,16 @@ pub fn parse_rfc3339(text: &str) -> Option<OffsetDateTime> {
     OffsetDateTime::parse(text, &Rfc3339).ok()
 }
 
+/// RFC 3339 of now plus `delay`.
+pub fn rfc3339_after(delay: std::time::Duration) -> String {
+    format_rfc3339(OffsetDateTime::now_utc() + delay)
+}
+
+/// Whether the RFC 3339 instant `deadline` is still in the future (unparseable: no).
+pub fn is_future(deadline: &str) -> bool {
+    parse_rfc3339(deadline).is_some_and(|at| at > OffsetDateTime::now_utc())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

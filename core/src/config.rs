@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::crypto::SecretsKey;
 use crate::secret::Secret;
 
 /// Everything inlet can be configured with.
@@ -96,6 +97,11 @@ pub struct IngestConfig {
     pub admin_key: Option<Secret>,
     /// A file holding the bootstrap root-admin API key (alternative to `admin_key`).
     pub admin_key_file: Option<PathBuf>,
+    /// The AES-256 key (64 hex characters or base64) that seals webhook secrets and access tokens
+    /// in the control log. Every ingest replica needs the same key; router and workers need none.
+    pub secrets_key: Option<Secret>,
+    /// A file holding the secrets key (alternative to `secrets_key`).
+    pub secrets_key_file: Option<PathBuf>,
     /// Largest accepted webhook body in bytes; larger ones get 413.
     pub max_body_bytes: usize,
     /// Most webhook publishes awaiting the broker at once; beyond it requests get 503.
@@ -116,6 +122,8 @@ impl Default for IngestConfig {
             public_base_url: None,
             admin_key: None,
             admin_key_file: None,
+            secrets_key: None,
+            secrets_key_file: None,
             max_body_bytes: 1024 * 1024,
             max_in_flight: 4096,
             publish_timeout_ms: 5_000,
@@ -264,30 +272,53 @@ impl Config {
         {
             return invalid("ingest.admin_key", "must be at least 16 characters");
         }
+        self.secrets_key()?;
         Ok(())
     }
 
     /// The bootstrap admin key from `admin_key` or `admin_key_file`, if either is set.
     pub fn admin_key(&self) -> Result<Option<Secret>, ConfigError> {
-        if let Some(key) = &self.ingest.admin_key {
-            return Ok(Some(key.clone()));
-        }
-        let Some(path) = &self.ingest.admin_key_file else {
-            return Ok(None);
-        };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let key = text.trim();
-        if key.len() < 16 {
+        let key = secret_from(&self.ingest.admin_key, &self.ingest.admin_key_file)?;
+        if key.as_ref().is_some_and(|k| k.expose().len() < 16) {
             return Err(ConfigError::Invalid {
                 key: "ingest.admin_key_file",
                 problem: "holds a key shorter than 16 characters".to_owned(),
             });
         }
-        Ok(Some(Secret::new(key)))
+        Ok(key)
     }
+
+    /// The secrets key from `secrets_key` or `secrets_key_file`, if either is set.
+    pub fn secrets_key(&self) -> Result<Option<SecretsKey>, ConfigError> {
+        let Some(text) = secret_from(&self.ingest.secrets_key, &self.ingest.secrets_key_file)?
+        else {
+            return Ok(None);
+        };
+        SecretsKey::parse(text.expose())
+            .map(Some)
+            .map_err(|err| ConfigError::Invalid {
+                key: "ingest.secrets_key",
+                problem: err.to_string(),
+            })
+    }
+}
+
+/// A secret given inline or in a file.
+fn secret_from(
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    if let Some(secret) = inline {
+        return Ok(Some(secret.clone()));
+    }
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(Secret::new(text.trim())))
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::Sealed;
 use crate::domain::{ApiKey, Integration, Space};
 
 /// Version tag of control records.
@@ -37,10 +38,38 @@ pub enum ControlCommand {
         /// The new space.
         space: Space,
     },
+    /// Rename a space or toggle its inheritance.
+    UpdateSpace {
+        /// Id of the space.
+        id: String,
+        /// Fields to change.
+        patch: SpacePatch,
+    },
+    /// Delete an empty space.
+    DeleteSpace {
+        /// Id of the space.
+        id: String,
+    },
     /// Create an integration (a fresh incarnation of its name).
     CreateIntegration {
         /// The new integration, secret included.
         integration: Integration,
+    },
+    /// Change an integration's mutable fields (never its name).
+    UpdateIntegration {
+        /// Name of the integration.
+        name: String,
+        /// Fields to change.
+        patch: IntegrationPatch,
+    },
+    /// Replace the webhook secret, keeping the old one valid until `previous_valid_until`.
+    RotateWebhookSecret {
+        /// Name of the integration.
+        name: String,
+        /// The new secret, sealed for the integration.
+        secret: Sealed,
+        /// RFC 3339 instant until which the old secret still verifies.
+        previous_valid_until: String,
     },
     /// Delete an integration; stacks using it become detached.
     DeleteIntegration {
@@ -81,10 +110,15 @@ impl ControlCommand {
     pub fn entity_key(&self) -> String {
         match self {
             ControlCommand::CreateSpace { space } => format!("space/{}", space.id),
+            ControlCommand::UpdateSpace { id, .. } | ControlCommand::DeleteSpace { id } => {
+                format!("space/{id}")
+            }
             ControlCommand::CreateIntegration { integration } => {
                 format!("integration/{}", integration.name)
             }
-            ControlCommand::DeleteIntegration { name } => format!("integration/{name}"),
+            ControlCommand::DeleteIntegration { name }
+            | ControlCommand::UpdateIntegration { name, .. }
+            | ControlCommand::RotateWebhookSecret { name, .. } => format!("integration/{name}"),
             ControlCommand::CreateStack { stack } => format!("stack/{}", stack.id),
             ControlCommand::UpdateStack { id, .. } | ControlCommand::DeleteStack { id } => {
                 format!("stack/{id}")
@@ -98,6 +132,10 @@ impl ControlCommand {
     pub fn kind(&self) -> &'static str {
         match self {
             ControlCommand::CreateSpace { .. } => "create_space",
+            ControlCommand::UpdateSpace { .. } => "update_space",
+            ControlCommand::DeleteSpace { .. } => "delete_space",
+            ControlCommand::UpdateIntegration { .. } => "update_integration",
+            ControlCommand::RotateWebhookSecret { .. } => "rotate_webhook_secret",
             ControlCommand::CreateIntegration { .. } => "create_integration",
             ControlCommand::DeleteIntegration { .. } => "delete_integration",
             ControlCommand::CreateStack { .. } => "create_stack",
@@ -157,4 +195,39 @@ pub struct StackPatch {
     /// Enable or disable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
+}
+
+/// Fields of a space that may change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpacePatch {
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Whether the space inherits entities from its parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inherit_entities: Option<bool>,
+}
+
+/// Fields of an integration that may change. The name never does: it is the webhook URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrationPatch {
+    /// New API host URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_host_url: Option<String>,
+    /// New user-facing host URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_facing_host_url: Option<String>,
+    /// New username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// New access token, sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<Sealed>,
+    /// New labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::secret::Secret;
+use crate::crypto::Sealed;
 
 /// The id of the space that always exists and roots the tree.
 pub const ROOT_SPACE: &str = "root";
@@ -58,16 +58,40 @@ pub struct Integration {
     pub user_facing_host_url: String,
     /// The Bitbucket user inlet acts as.
     pub username: String,
-    /// The Bitbucket access token (write-only through the API).
-    pub access_token: Secret,
+    /// The Bitbucket access token (write-only through the API), sealed.
+    pub access_token: Sealed,
     /// Free-form labels.
     pub labels: Vec<String>,
     /// Markdown description.
     pub description: String,
-    /// The HMAC secret Bitbucket signs webhooks with.
-    pub webhook_secret: Secret,
+    /// The HMAC secret Bitbucket signs webhooks with, sealed.
+    pub webhook_secret: Sealed,
+    /// The secret before the last rotation, accepted until its grace period ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_webhook_secret: Option<PreviousSecret>,
     /// When the integration was created (RFC 3339, from the control record).
     pub created_at: String,
+}
+
+/// A rotated-out webhook secret and when it stops being accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousSecret {
+    /// The old secret, sealed.
+    pub secret: Sealed,
+    /// RFC 3339 instant after which it no longer verifies.
+    pub valid_until: String,
+}
+
+impl Integration {
+    /// The context webhook secrets of this integration are sealed for.
+    pub fn webhook_secret_context(&self) -> String {
+        format!("webhook_secret/{}", self.id)
+    }
+
+    /// The context the access token of this integration is sealed for.
+    pub fn access_token_context(&self) -> String {
+        format!("access_token/{}", self.id)
+    }
 }
 
 /// Whether a stack's integration still exists in the incarnation the stack was attached to.

@@ -7,8 +7,13 @@
 
 use std::fmt;
 
-use crate::control::{ControlCommand, ControlRecord, StackPatch, StackSpec};
-use crate::domain::{ApiKey, Integration, IntegrationStatus, ROOT_SPACE, Space, Stack};
+use crate::control::{
+    ControlCommand, ControlRecord, IntegrationPatch, SpacePatch, StackPatch, StackSpec,
+};
+use crate::crypto::Sealed;
+use crate::domain::{
+    ApiKey, Integration, IntegrationStatus, PreviousSecret, ROOT_SPACE, Space, Stack,
+};
 use crate::registry::Registry;
 
 /// Why a command was refused, mapped by the admin API to an HTTP status.
@@ -85,6 +90,16 @@ impl Registry {
     pub fn apply(&mut self, record: &ControlRecord) -> Outcome {
         match &record.command {
             ControlCommand::CreateSpace { space } => self.create_space(space),
+            ControlCommand::UpdateSpace { id, patch } => self.update_space(id, patch),
+            ControlCommand::DeleteSpace { id } => self.delete_space(id),
+            ControlCommand::UpdateIntegration { name, patch } => {
+                self.update_integration(name, patch)
+            }
+            ControlCommand::RotateWebhookSecret {
+                name,
+                secret,
+                previous_valid_until,
+            } => self.rotate_webhook_secret(name, secret, previous_valid_until),
             ControlCommand::CreateIntegration { integration } => {
                 self.create_integration(integration)
             }
@@ -122,14 +137,70 @@ impl Registry {
         Ok(Applied::default())
     }
 
+    fn update_space(&mut self, id: &str, patch: &SpacePatch) -> Outcome {
+        let Some(space) = self.spaces.get(id) else {
+            return Err(space_not_found(id));
+        };
+        let mut next = space.clone();
+        if let Some(name) = &patch.name {
+            validate_name("name", name)?;
+            next.name = name.clone();
+        }
+        if let Some(inherit) = patch.inherit_entities {
+            if id == ROOT_SPACE && inherit {
+                return Err(Rejection::invalid(
+                    "inherit_entities",
+                    "the root space has no parent to inherit from",
+                ));
+            }
+            next.inherit_entities = inherit;
+        }
+        self.spaces.insert(id.to_owned(), next);
+        Ok(Applied::default())
+    }
+
+    fn delete_space(&mut self, id: &str) -> Outcome {
+        if id == ROOT_SPACE {
+            return Err(Rejection::conflict(
+                "root_space",
+                "the root space cannot be deleted",
+            ));
+        }
+        if !self.spaces.contains_key(id) {
+            return Err(space_not_found(id));
+        }
+        let children = self
+            .spaces
+            .values()
+            .filter(|s| s.parent_id.as_deref() == Some(id))
+            .count();
+        let integrations = self
+            .integrations
+            .values()
+            .filter(|i| i.space_id == id)
+            .count();
+        let stacks = self.stacks.values().filter(|s| s.space_id == id).count();
+        if children + integrations + stacks > 0 {
+            return Err(Rejection::conflict(
+                "space_not_empty",
+                format!(
+                    "space `{id}` still holds {children} space(s), {integrations} \
+                     integration(s) and {stacks} stack(s); move or delete them first"
+                ),
+            ));
+        }
+        self.spaces.remove(id);
+        Ok(Applied::default())
+    }
+
     fn create_integration(&mut self, integration: &Integration) -> Outcome {
         validate_integration_name(&integration.name)?;
         validate_host_url("api_host_url", &integration.api_host_url)?;
         validate_host_url("user_facing_host_url", &integration.user_facing_host_url)?;
-        if integration.webhook_secret.expose().len() < 16 {
+        if integration.webhook_secret.key_id().is_none() {
             return Err(Rejection::invalid(
                 "webhook_secret",
-                "the webhook secret must be at least 16 characters",
+                "the webhook secret must be sealed",
             ));
         }
         if integration.is_default && integration.space_id != ROOT_SPACE {
@@ -171,12 +242,61 @@ impl Registry {
         Ok(Applied::default())
     }
 
+    fn update_integration(&mut self, name: &str, patch: &IntegrationPatch) -> Outcome {
+        let Some(current) = self.integrations.get(name) else {
+            return Err(integration_not_found(name));
+        };
+        let mut next = current.clone();
+        if let Some(url) = &patch.api_host_url {
+            validate_host_url("api_host_url", url)?;
+            next.api_host_url = url.clone();
+        }
+        if let Some(url) = &patch.user_facing_host_url {
+            validate_host_url("user_facing_host_url", url)?;
+            next.user_facing_host_url = url.clone();
+        }
+        if let Some(username) = &patch.username {
+            next.username = username.clone();
+        }
+        if let Some(token) = &patch.access_token {
+            next.access_token = token.clone();
+        }
+        if let Some(labels) = &patch.labels {
+            next.labels = labels.clone();
+        }
+        if let Some(description) = &patch.description {
+            next.description = description.clone();
+        }
+        self.integrations.insert(name.to_owned(), next);
+        Ok(Applied::default())
+    }
+
+    fn rotate_webhook_secret(
+        &mut self,
+        name: &str,
+        secret: &Sealed,
+        previous_valid_until: &str,
+    ) -> Outcome {
+        let Some(integration) = self.integrations.get_mut(name) else {
+            return Err(integration_not_found(name));
+        };
+        if secret.key_id().is_none() {
+            return Err(Rejection::invalid(
+                "webhook_secret",
+                "the webhook secret must be sealed",
+            ));
+        }
+        let previous = std::mem::replace(&mut integration.webhook_secret, secret.clone());
+        integration.previous_webhook_secret = Some(PreviousSecret {
+            secret: previous,
+            valid_until: previous_valid_until.to_owned(),
+        });
+        Ok(Applied::default())
+    }
+
     fn delete_integration(&mut self, name: &str) -> Outcome {
         let Some(integration) = self.integrations.remove(name) else {
-            return Err(Rejection::not_found(
-                "integration_not_found",
-                format!("no integration named `{name}`"),
-            ));
+            return Err(integration_not_found(name));
         };
         let mut detached = 0;
         for stack in self.stacks.values_mut() {
@@ -341,6 +461,17 @@ impl Registry {
     }
 }
 
+fn space_not_found(id: &str) -> Rejection {
+    Rejection::not_found("space_not_found", format!("no space `{id}`"))
+}
+
+fn integration_not_found(name: &str) -> Rejection {
+    Rejection::not_found(
+        "integration_not_found",
+        format!("no integration named `{name}`"),
+    )
+}
+
 /// Ids: 1–64 characters of lower-case letters, digits, `-` and `_`, starting with a letter or digit.
 fn validate_id(field: &'static str, id: &str) -> Result<(), Rejection> {
     let ok = !id.is_empty()
@@ -448,8 +579,13 @@ fn validate_branch(branch: &str) -> Result<(), Rejection> {
 mod tests {
     use super::*;
     use crate::control::CONTROL_SCHEMA;
+    use crate::crypto::SecretsKey;
     use crate::domain::{Role, RoleBinding};
     use crate::secret::Secret;
+
+    fn test_key() -> SecretsKey {
+        SecretsKey::parse(&"11".repeat(32)).expect("key")
+    }
 
     fn record(command: ControlCommand) -> ControlRecord {
         ControlRecord {
@@ -482,10 +618,11 @@ mod tests {
             api_host_url: "https://bitbucket.example.com".to_owned(),
             user_facing_host_url: "https://bitbucket.example.com".to_owned(),
             username: "inlet".to_owned(),
-            access_token: Secret::new("token"),
+            access_token: Sealed::default(),
             labels: vec![],
             description: String::new(),
-            webhook_secret: Secret::new(format!("secret-of-{id}-0123456789")),
+            webhook_secret: test_key().seal(&Secret::new(format!("secret-of-{id}")), id),
+            previous_webhook_secret: None,
             created_at: "2026-01-01T00:00:00Z".to_owned(),
         }
     }
@@ -581,7 +718,7 @@ mod tests {
         let mut private = integration("b", "i2", "root", false);
         private.api_host_url = "private://agents".to_owned();
         let mut short = integration("c", "i3", "root", false);
-        short.webhook_secret = Secret::new("short");
+        short.webhook_secret = Sealed::default();
         let (_, outcomes) = fold(vec![
             ControlCommand::CreateIntegration {
                 integration: bad_url,
@@ -794,17 +931,112 @@ mod tests {
                 stack("s3", "b", "bb", "main"),
             ]
         };
-        let (first, first_outcomes) = fold(log());
-        let (second, second_outcomes) = fold(log());
+        let log = log();
+        let (first, first_outcomes) = fold(log.clone());
+        let (second, second_outcomes) = fold(log.clone());
         assert_eq!(first, second);
         assert_eq!(first_outcomes, second_outcomes);
         // Serialising through JSON (as on the topic) changes nothing either.
         let mut third = Registry::new();
-        for command in log() {
+        for command in log {
             let json = serde_json::to_vec(&record(command)).expect("serialise");
             let back: ControlRecord = serde_json::from_slice(&json).expect("parse");
             let _ = third.apply(&back);
         }
         assert_eq!(first, third);
+    }
+
+    /// Spaces can be renamed and toggled; only empty, non-root spaces can be deleted.
+    #[test]
+    fn space_update_and_delete_rules() {
+        let (registry, outcomes) = fold(vec![
+            space("team", "root", false),
+            space("child", "team", false),
+            ControlCommand::UpdateSpace {
+                id: "team".to_owned(),
+                patch: SpacePatch {
+                    name: Some("Team".to_owned()),
+                    inherit_entities: Some(true),
+                },
+            },
+            ControlCommand::DeleteSpace {
+                id: "team".to_owned(),
+            },
+            ControlCommand::DeleteSpace {
+                id: "root".to_owned(),
+            },
+            ControlCommand::UpdateSpace {
+                id: "root".to_owned(),
+                patch: SpacePatch {
+                    name: None,
+                    inherit_entities: Some(true),
+                },
+            },
+            ControlCommand::DeleteSpace {
+                id: "child".to_owned(),
+            },
+            create_integration("bb", "i1", "team", false),
+            ControlCommand::DeleteSpace {
+                id: "team".to_owned(),
+            },
+            ControlCommand::DeleteSpace {
+                id: "nope".to_owned(),
+            },
+        ]);
+        assert!(outcomes[2].is_ok());
+        let team = registry.space("team").expect("team");
+        assert_eq!((team.name.as_str(), team.inherit_entities), ("Team", true));
+        assert_eq!(rejected(&outcomes[3]).code, "space_not_empty");
+        assert_eq!(rejected(&outcomes[4]).code, "root_space");
+        assert_eq!(rejected(&outcomes[5]).field, Some("inherit_entities"));
+        assert!(outcomes[6].is_ok());
+        assert_eq!(rejected(&outcomes[8]).code, "space_not_empty");
+        assert_eq!(rejected(&outcomes[9]).kind, RejectionKind::NotFound);
+        assert!(registry.space("child").is_none());
+    }
+
+    /// Updates change mutable fields, validated; rotation keeps the old secret with its deadline.
+    #[test]
+    fn integration_update_and_rotation() {
+        let new_secret = test_key().seal(&Secret::new("new"), "i1");
+        let (registry, outcomes) = fold(vec![
+            create_integration("bb", "i1", "root", true),
+            ControlCommand::UpdateIntegration {
+                name: "bb".to_owned(),
+                patch: IntegrationPatch {
+                    description: Some("**prod**".to_owned()),
+                    labels: Some(vec!["prod".to_owned()]),
+                    ..IntegrationPatch::default()
+                },
+            },
+            ControlCommand::UpdateIntegration {
+                name: "bb".to_owned(),
+                patch: IntegrationPatch {
+                    api_host_url: Some("gopher://x".to_owned()),
+                    ..IntegrationPatch::default()
+                },
+            },
+            ControlCommand::RotateWebhookSecret {
+                name: "bb".to_owned(),
+                secret: new_secret.clone(),
+                previous_valid_until: "2026-01-02T00:00:00Z".to_owned(),
+            },
+            ControlCommand::RotateWebhookSecret {
+                name: "nope".to_owned(),
+                secret: new_secret.clone(),
+                previous_valid_until: "2026-01-02T00:00:00Z".to_owned(),
+            },
+        ]);
+        assert!(outcomes[1].is_ok());
+        assert_eq!(rejected(&outcomes[2]).field, Some("api_host_url"));
+        assert!(outcomes[3].is_ok());
+        assert_eq!(rejected(&outcomes[4]).kind, RejectionKind::NotFound);
+        let bb = registry.integration("bb").expect("bb");
+        assert_eq!(bb.description, "**prod**");
+        assert_eq!(bb.api_host_url, "https://bitbucket.example.com");
+        assert_eq!(bb.webhook_secret, new_secret);
+        let previous = bb.previous_webhook_secret.as_ref().expect("previous");
+        assert_eq!(previous.valid_until, "2026-01-02T00:00:00Z");
+        assert_ne!(previous.secret, new_secret);
     }
 }

@@ -3,7 +3,7 @@
 //! # Layout
 //!
 //! - [`config`]: the typed configuration tree, its layers and validation.
-//! - [`domain`]: spaces, integrations, stacks, API keys.
+//! - [`domain`]: spaces, integrations, stacks, API keys; [`access`]: who may do what.
 //! - [`control`]: the commands of the `inlet.control` log.
 //! - [`fold`]: the deterministic fold of those commands into the [`registry::Registry`].
 //! - [`registry`]: the folded state and its indexed queries.
@@ -14,17 +14,19 @@
 //! - [`signature`]: `X-Hub-Signature` HMAC-SHA256 signing and verification.
 //! - [`kafka`]: building clients, creating topics, the embedded broker.
 //! - [`pipeline`]: the at-least-once consume → produce → store-offset loop.
-//! - [`secret`]: a string that never prints.
+//! - [`secret`]: a string that never prints; [`crypto`]: secrets sealed at rest (AES-256-GCM).
 //! - [`clock`], [`ready`], [`telemetry`]: timestamps, the ready file, logging.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod bitbucket;
 pub mod clock;
 pub mod config;
 pub mod control;
 pub mod control_log;
+pub mod crypto;
 pub mod domain;
 pub mod fold;
 pub mod kafka;
@@ -38,3 +40,6 @@ pub mod telemetry;
 pub mod topics;
 
 pub use tokio_util::sync::CancellationToken;
+
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

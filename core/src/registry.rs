@@ -78,6 +78,11 @@ impl Registry {
         self.api_keys.get(id)
     }
 
+    /// All API keys, ordered by id.
+    pub fn api_keys(&self) -> impl Iterator<Item = &ApiKey> {
+        self.api_keys.values()
+    }
+
     /// The stacks that use integration `integration` (by name, attached or not) on `repository`,
     /// compared case-insensitively as Bitbucket does for project keys and repository slugs.
     pub fn stacks_on_repository<'a>(

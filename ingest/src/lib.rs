@@ -29,11 +29,12 @@ use std::time::Duration;
 use inlet_core::CancellationToken;
 use inlet_core::config::IngestConfig;
 use inlet_core::control_log::ControlLog;
+use inlet_core::crypto::SecretsKey;
 use inlet_core::secret::Secret;
 use rdkafka::producer::FutureProducer;
 use tokio::net::TcpListener;
 
-use crate::admin::Admin;
+use crate::admin::{Admin, AdminDeps};
 use crate::publish::KafkaPublisher;
 use crate::webhook::{Limits, Webhooks};
 
@@ -49,8 +50,12 @@ pub struct Deps {
     pub producer: FutureProducer,
     /// Topic of verified webhooks.
     pub webhooks_topic: String,
+    /// Topic of manual-run triggers.
+    pub triggers_topic: String,
     /// The bootstrap root-admin key.
     pub admin_key: Secret,
+    /// Seals and opens webhook secrets and access tokens.
+    pub secrets_key: SecretsKey,
     /// Base URL Bitbucket reaches the webhook listener at.
     pub public_base_url: String,
     /// Longest drain on shutdown.
@@ -69,11 +74,21 @@ pub async fn run(config: &IngestConfig, deps: Deps, shutdown: CancellationToken)
         max_in_flight: config.max_in_flight,
         body_timeout: Duration::from_millis(config.request_timeout_ms),
     };
-    let webhooks = Arc::new(Webhooks::new(deps.control.clone(), publisher, limits));
+    let webhooks = Arc::new(Webhooks::new(
+        deps.control.clone(),
+        deps.secrets_key.clone(),
+        publisher,
+        limits,
+    ));
     let admin = Arc::new(Admin::new(
         deps.control,
-        deps.admin_key,
-        deps.public_base_url,
+        AdminDeps {
+            admin_key: deps.admin_key,
+            secrets_key: deps.secrets_key,
+            public_base_url: deps.public_base_url,
+            producer: deps.producer.clone(),
+            triggers_topic: deps.triggers_topic,
+        },
     ));
     let header_timeout = Duration::from_millis(config.header_read_timeout_ms);
     tokio::join!(

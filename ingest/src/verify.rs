@@ -3,6 +3,8 @@
 //! construction.
 
 use bytes::Bytes;
+use inlet_core::clock::is_future;
+use inlet_core::crypto::{CryptoError, SecretsKey};
 use inlet_core::registry::Registry;
 use inlet_core::signature::{self, SignatureError};
 
@@ -29,7 +31,7 @@ pub struct Verified {
 }
 
 /// Why verification failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
     /// No integration of that name (never existed, or deleted).
     #[error("no integration of that name")]
@@ -37,24 +39,48 @@ pub enum VerifyError {
     /// The signature is missing, malformed or wrong.
     #[error(transparent)]
     Signature(#[from] SignatureError),
+    /// The integration's secret cannot be opened with this process's secrets key.
+    #[error("the webhook secret cannot be opened: {0}")]
+    Sealed(#[from] CryptoError),
 }
 
 impl Unverified {
-    /// Checks the signature over the raw bytes against the integration's secret, in constant time,
-    /// before anything parses the body.
-    pub fn verify(self, registry: &Registry) -> Result<Verified, VerifyError> {
+    /// Checks the signature over the raw bytes against the integration's secret (and, during a
+    /// rotation's grace period, the previous one), in constant time, before anything parses the
+    /// body.
+    pub fn verify(self, registry: &Registry, key: &SecretsKey) -> Result<Verified, VerifyError> {
         let integration = registry
             .integration(&self.integration)
             .ok_or(VerifyError::UnknownIntegration)?;
-        signature::verify(
-            self.signature.as_deref(),
-            &self.body,
-            [&integration.webhook_secret],
-        )?;
+        let context = integration.webhook_secret_context();
+        let mut secrets = vec![key.open(&integration.webhook_secret, &context)?];
+        if let Some(previous) = &integration.previous_webhook_secret
+            && is_future(&previous.valid_until)
+        {
+            secrets.push(key.open(&previous.secret, &context)?);
+        }
+        signature::verify(self.signature.as_deref(), &self.body, &secrets)?;
         Ok(Verified {
             integration_name: integration.name.clone(),
             integration_id: integration.id.clone(),
             body: self.body,
         })
     }
+}
+
+/// Checks at startup that `key` opens every sealed secret in the registry, so a wrong key is a
+/// clear error now rather than failed webhooks later.
+pub fn check_secrets_key(registry: &Registry, key: &SecretsKey) -> Result<(), String> {
+    for integration in registry.integrations() {
+        let context = integration.webhook_secret_context();
+        if let Err(err) = key.open(&integration.webhook_secret, &context) {
+            return Err(format!(
+                "the secrets key (id {}) cannot open the webhook secret of integration `{}`: {err}; \
+                 start ingest with the key the control log was written with",
+                key.id(),
+                integration.name
+            ));
+        }
+    }
+    Ok(())
 }

@@ -14,6 +14,7 @@ use hyper::body::Body;
 use inlet_core::bitbucket::{self, events};
 use inlet_core::clock::now_rfc3339;
 use inlet_core::control_log::ControlLog;
+use inlet_core::crypto::SecretsKey;
 use inlet_core::secret::Secret;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -40,6 +41,7 @@ pub struct Limits {
 /// The webhook listener's service.
 pub struct Webhooks<P> {
     control: ControlLog,
+    secrets_key: SecretsKey,
     publisher: P,
     limits: Limits,
     in_flight: Arc<Semaphore>,
@@ -52,11 +54,13 @@ struct Accepted<'a> {
 }
 
 impl<P: Publish> Webhooks<P> {
-    /// The service over `control`'s registry, publishing through `publisher`.
-    pub fn new(control: ControlLog, publisher: P, limits: Limits) -> Self {
+    /// The service over `control`'s registry, opening secrets with `secrets_key`, publishing
+    /// through `publisher`.
+    pub fn new(control: ControlLog, secrets_key: SecretsKey, publisher: P, limits: Limits) -> Self {
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
         Webhooks {
             control,
+            secrets_key,
             publisher,
             limits,
             in_flight,
@@ -136,7 +140,7 @@ impl<P: Publish> Webhooks<P> {
             body,
         };
         let verified = unverified
-            .verify(&self.control.read())
+            .verify(&self.control.read(), &self.secrets_key)
             .map_err(|err| match err {
                 VerifyError::UnknownIntegration => ApiError::not_found(
                     "integration_not_found",
@@ -147,6 +151,14 @@ impl<P: Publish> Webhooks<P> {
                     "invalid_signature",
                     err.to_string(),
                 ),
+                VerifyError::Sealed(err) => {
+                    tracing::error!(integration = %name, error = %err, "cannot open the webhook secret");
+                    ApiError::unavailable(
+                        "secrets_key_mismatch",
+                        "this ingest cannot open the integration's secret; its operator must fix the secrets key",
+                        30,
+                    )
+                }
             })?;
         if is_ping {
             return Ok(self.ping(&name));

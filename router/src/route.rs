@@ -138,66 +138,23 @@ pub fn route_push(registry: &Registry, delivery: &Delivery, push: &RefsChanged) 
 mod tests {
     use super::*;
     use inlet_core::bitbucket::parse_refs_changed;
-    use inlet_core::control::{CONTROL_SCHEMA, ControlCommand, ControlRecord, StackSpec};
-    use inlet_core::domain::Integration;
-    use inlet_core::secret::Secret;
-
-    fn apply(registry: &mut Registry, command: ControlCommand) {
-        let record = ControlRecord {
-            schema: CONTROL_SCHEMA.to_owned(),
-            command_id: "c".to_owned(),
-            origin: "t".to_owned(),
-            issued_at: "2026-01-01T00:00:00Z".to_owned(),
-            actor: "t".to_owned(),
-            command,
-        };
-        registry.apply(&record).expect("applied");
-    }
+    use inlet_core::control::ControlCommand;
+    use inlet_core::testing;
 
     fn registry() -> Registry {
-        let mut registry = Registry::new();
-        apply(
-            &mut registry,
-            ControlCommand::CreateIntegration {
-                integration: Integration {
-                    name: "bb".to_owned(),
-                    id: "i1".to_owned(),
-                    is_default: true,
-                    space_id: "root".to_owned(),
-                    api_host_url: "https://bitbucket.example.com".to_owned(),
-                    user_facing_host_url: "https://bitbucket.example.com".to_owned(),
-                    username: String::new(),
-                    access_token: Secret::default(),
-                    labels: vec![],
-                    description: String::new(),
-                    webhook_secret: Secret::new("0123456789abcdef0123"),
-                    created_at: "2026-01-01T00:00:00Z".to_owned(),
-                },
-            },
-        );
+        let mut commands = vec![ControlCommand::CreateIntegration {
+            integration: testing::integration("bb", "i1", "root", true, "secret"),
+        }];
         for (id, branch, repo) in [
             ("prod", "main", "INFRA/network"),
             ("staging", "staging", "INFRA/network"),
             ("other", "main", "INFRA/dns"),
         ] {
-            apply(
-                &mut registry,
-                ControlCommand::CreateStack {
-                    stack: StackSpec {
-                        id: id.to_owned(),
-                        name: id.to_owned(),
-                        space_id: "root".to_owned(),
-                        integration: "bb".to_owned(),
-                        repository: repo.to_owned(),
-                        branch: branch.to_owned(),
-                        project_root: String::new(),
-                        labels: vec![],
-                        disabled: false,
-                    },
-                },
-            );
+            commands.push(ControlCommand::CreateStack {
+                stack: testing::stack(id, "bb", repo, branch),
+            });
         }
-        registry
+        testing::registry(commands)
     }
 
     fn delivery(integration: &str) -> Delivery {

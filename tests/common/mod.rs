@@ -19,6 +19,9 @@ use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
 
+/// A secrets key for processes that must share one (64 hex characters).
+pub const SECRETS_KEY: &str = "5f3c1e0a9b8d7c6e5f4a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e";
+
 /// A running `inlet` process, stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct Inlet {
     child: Option<Child>,
@@ -39,6 +42,7 @@ impl Inlet {
             .arg("--ready-file")
             .arg(&ready_file)
             .env_remove("INLET_ADMIN_KEY")
+            .env_remove("INLET_SECRETS_KEY")
             .env_remove("INLET_KAFKA_BOOTSTRAP_SERVERS")
             .env("INLET_LOG", "info,inlet_core=debug")
             .stdout(Stdio::null())

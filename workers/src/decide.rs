@@ -68,63 +68,19 @@ pub fn decide(registry: &Registry, trigger: &StackTrigger) -> Result<RunDecision
 #[cfg(test)]
 mod tests {
     use super::*;
-    use inlet_core::control::{
-        CONTROL_SCHEMA, ControlCommand, ControlRecord, StackPatch, StackSpec,
-    };
-    use inlet_core::domain::Integration;
+    use inlet_core::control::{ControlCommand, StackPatch};
     use inlet_core::records::{Commit, RunType, TRIGGER_SCHEMA, TriggerSource};
-    use inlet_core::secret::Secret;
-
-    fn apply(registry: &mut Registry, command: ControlCommand) {
-        let record = ControlRecord {
-            schema: CONTROL_SCHEMA.to_owned(),
-            command_id: "c".to_owned(),
-            origin: "t".to_owned(),
-            issued_at: "2026-01-01T00:00:00Z".to_owned(),
-            actor: "t".to_owned(),
-            command,
-        };
-        registry.apply(&record).expect("applied");
-    }
+    use inlet_core::testing::{self, apply};
 
     fn registry() -> Registry {
-        let mut registry = Registry::new();
-        apply(
-            &mut registry,
+        testing::registry([
             ControlCommand::CreateIntegration {
-                integration: Integration {
-                    name: "bb".to_owned(),
-                    id: "i1".to_owned(),
-                    is_default: true,
-                    space_id: "root".to_owned(),
-                    api_host_url: "https://bitbucket.example.com".to_owned(),
-                    user_facing_host_url: "https://bitbucket.example.com".to_owned(),
-                    username: String::new(),
-                    access_token: Secret::default(),
-                    labels: vec![],
-                    description: String::new(),
-                    webhook_secret: Secret::new("0123456789abcdef0123"),
-                    created_at: "2026-01-01T00:00:00Z".to_owned(),
-                },
+                integration: testing::integration("bb", "i1", "root", true, "secret"),
             },
-        );
-        apply(
-            &mut registry,
             ControlCommand::CreateStack {
-                stack: StackSpec {
-                    id: "prod".to_owned(),
-                    name: "prod".to_owned(),
-                    space_id: "root".to_owned(),
-                    integration: "bb".to_owned(),
-                    repository: "INFRA/network".to_owned(),
-                    branch: "main".to_owned(),
-                    project_root: String::new(),
-                    labels: vec![],
-                    disabled: false,
-                },
+                stack: testing::stack("prod", "bb", "INFRA/network", "main"),
             },
-        );
-        registry
+        ])
     }
 
     fn trigger(kind: TriggerKind, trigger_id: &str) -> StackTrigger {

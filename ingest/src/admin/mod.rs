@@ -1,0 +1,361 @@
+//! The admin API (`/api/v1`).
+//!
+//! Reads come from this process's registry; writes append a command to `inlet.control` and answer
+//! once this process's fold applied it, with the fold's verdict. Every request is authenticated
+//! (the bootstrap key or an API key) and authorised against the space tree ([`inlet_core::access`]):
+//! a resource the caller may not read answers 404, one it may read but not change answers 403.
+//!
+//! One file per resource: [`spaces`], [`integrations`], [`stacks`] (with manual runs), [`keys`];
+//! [`views`] holds request and response bodies, [`openapi`] the route table and the document
+//! generated from it.
+
+mod integrations;
+mod keys;
+pub mod openapi;
+mod spaces;
+mod stacks;
+pub mod views;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use inlet_core::access::Principal;
+use inlet_core::control::ControlCommand;
+use inlet_core::control_log::{ControlError, ControlLog};
+use inlet_core::crypto::SecretsKey;
+use inlet_core::domain::Role;
+use inlet_core::registry::Registry;
+use inlet_core::secret::Secret;
+use rdkafka::producer::FutureProducer;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::{ApiError, json};
+use crate::listener::Service;
+
+/// Largest admin request body.
+const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// Prefix of issued API keys: `ik_<id>.<secret>`.
+pub const KEY_PREFIX: &str = "ik_";
+
+/// What the admin API needs besides the control log.
+pub struct AdminDeps {
+    /// The bootstrap root-admin key.
+    pub admin_key: Secret,
+    /// Seals webhook secrets and access tokens.
+    pub secrets_key: SecretsKey,
+    /// Base URL Bitbucket reaches the webhook listener at.
+    pub public_base_url: String,
+    /// Producer for manual-run triggers.
+    pub producer: FutureProducer,
+    /// Where manual-run triggers go.
+    pub triggers_topic: String,
+}
+
+/// The admin listener's service.
+pub struct Admin {
+    control: ControlLog,
+    deps: AdminDeps,
+}
+
+/// A handler's result.
+type Answer = Result<Response<Full<Bytes>>, ApiError>;
+
+impl Admin {
+    /// The admin API over `control`.
+    pub fn new(control: ControlLog, mut deps: AdminDeps) -> Self {
+        deps.public_base_url = deps.public_base_url.trim_end_matches('/').to_owned();
+        Admin { control, deps }
+    }
+
+    /// Answers one request.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = request.uri().path().to_owned();
+        if path == "/healthz" {
+            return json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
+        }
+        if path == "/api/v1/openapi.json" && request.method() == Method::GET {
+            return json(StatusCode::OK, &openapi::document());
+        }
+        let method = request.method().clone();
+        match self.route(request).await {
+            Ok(response) => response,
+            Err(err) => {
+                if err.status.is_server_error() {
+                    tracing::warn!(%method, %path, code = err.code, reason = %err.message, "admin request failed");
+                } else {
+                    tracing::debug!(%method, %path, code = err.code, "admin request refused");
+                }
+                err.into_response()
+            }
+        }
+    }
+
+    async fn route<B>(&self, request: Request<B>) -> Answer
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = request.uri().path().to_owned();
+        let Some(rest) = path.strip_prefix("/api/v1/") else {
+            return Err(no_such_endpoint());
+        };
+        let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+        let method = request.method().clone();
+        if !openapi::is_resource(&segments) {
+            return Err(no_such_endpoint());
+        }
+        let principal = self.authenticate(&request)?;
+        let p = &principal;
+        match (method, segments.as_slice()) {
+            (Method::GET, ["spaces"]) => self.list_spaces(p),
+            (Method::POST, ["spaces"]) => self.create_space(p, read_json(request).await?).await,
+            (Method::GET, ["spaces", id]) => self.get_space(p, id),
+            (Method::PATCH, ["spaces", id]) => {
+                let id = id.to_string();
+                self.update_space(p, &id, read_json(request).await?).await
+            }
+            (Method::DELETE, ["spaces", id]) => self.delete_space(p, id).await,
+
+            (Method::GET, ["api-keys"]) => self.list_keys(p),
+            (Method::POST, ["api-keys"]) => self.create_key(p, read_json(request).await?).await,
+            (Method::DELETE, ["api-keys", id]) => self.delete_key(p, id).await,
+
+            (Method::GET, ["integrations"]) => self.list_integrations(p),
+            (Method::POST, ["integrations"]) => {
+                self.create_integration(p, read_json(request).await?).await
+            }
+            (Method::GET, ["integrations", name]) => self.get_integration(p, name),
+            (Method::PATCH, ["integrations", name]) => {
+                let name = name.to_string();
+                self.update_integration(p, &name, read_json(request).await?)
+                    .await
+            }
+            (Method::DELETE, ["integrations", name]) => self.delete_integration(p, name).await,
+            (Method::GET, ["integrations", name, "details"]) => self.integration_details(p, name),
+            (Method::POST, ["integrations", name, "rotate-secret"]) => {
+                let name = name.to_string();
+                self.rotate_secret(p, &name, read_optional_json(request).await?)
+                    .await
+            }
+
+            (Method::GET, ["stacks"]) => self.list_stacks(p),
+            (Method::POST, ["stacks"]) => self.create_stack(p, read_json(request).await?).await,
+            (Method::GET, ["stacks", id]) => self.get_stack(p, id),
+            (Method::PATCH, ["stacks", id]) => {
+                let id = id.to_string();
+                self.update_stack(p, &id, read_json(request).await?).await
+            }
+            (Method::DELETE, ["stacks", id]) => self.delete_stack(p, id).await,
+            (Method::POST, ["stacks", id, "runs"]) => {
+                let id = id.to_string();
+                self.trigger_run(p, &id, read_optional_json(request).await?)
+                    .await
+            }
+            _ => Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this resource",
+            )),
+        }
+    }
+
+    /// The bootstrap key, or an issued key `ik_<id>.<secret>` whose hash matches. Unknown, revoked
+    /// and malformed keys are all the same 401.
+    fn authenticate<B>(&self, request: &Request<B>) -> Result<Principal, ApiError> {
+        let unauthorized = |message: &str| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned())
+        };
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(|| unauthorized("send an API key as `Authorization: Bearer <key>`"))?;
+        if bool::from(
+            presented
+                .as_bytes()
+                .ct_eq(self.deps.admin_key.expose().as_bytes()),
+        ) {
+            return Ok(Principal::Bootstrap);
+        }
+        let invalid = || unauthorized("the API key is not valid");
+        let (id, secret) = presented
+            .strip_prefix(KEY_PREFIX)
+            .and_then(|rest| rest.split_once('.'))
+            .ok_or_else(invalid)?;
+        let registry = self.control.read();
+        let key = registry.api_key(id).ok_or_else(invalid)?;
+        let presented_hash = hex::encode(Sha256::digest(secret.as_bytes()));
+        if bool::from(
+            presented_hash
+                .as_bytes()
+                .ct_eq(key.secret_sha256.as_bytes()),
+        ) {
+            Ok(Principal::of_key(key))
+        } else {
+            Err(invalid())
+        }
+    }
+
+    /// Appends `command` and maps the fold's verdict.
+    async fn apply(&self, principal: &Principal, command: ControlCommand) -> Result<(), ApiError> {
+        match self.control.append(principal.actor(), command).await {
+            Ok((_, Ok(_))) => Ok(()),
+            Ok((_, Err(rejection))) => Err(rejection.into()),
+            Err(err @ ControlError::Unavailable(_)) => {
+                tracing::warn!(error = %err, "control append failed");
+                Err(ApiError::unavailable(
+                    "control_log_unavailable",
+                    "the change could not be recorded; retry shortly",
+                    5,
+                ))
+            }
+            Err(err) => Err(ApiError::unavailable(
+                "control_log_unavailable",
+                err.to_string(),
+                5,
+            )),
+        }
+    }
+}
+
+impl Service for Admin {
+    async fn call(&self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+        self.handle(request).await
+    }
+}
+
+fn no_such_endpoint() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint")
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+/// Requires `role` on `space_id`: 404 when the caller may not even read the space, 403 otherwise.
+fn require(
+    principal: &Principal,
+    registry: &Registry,
+    space_id: &str,
+    role: Role,
+    action: &str,
+) -> Result<(), ApiError> {
+    if principal.has(registry, space_id, role) {
+        return Ok(());
+    }
+    if registry.space(space_id).is_none() || !principal.can_read(registry, space_id) {
+        return Err(ApiError::not_found(
+            "space_not_found",
+            format!("no space `{space_id}`"),
+        ));
+    }
+    Err(forbidden(format!(
+        "{action} needs the {} role on space `{space_id}`",
+        role_name(role)
+    )))
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Reader => "reader",
+        Role::Writer => "writer",
+        Role::Admin => "admin",
+    }
+}
+
+/// An id from a name: a slug plus a random suffix, e.g. `network-prod-3f9a1c`.
+fn generate_id(name: &str) -> String {
+    let mut slug = String::new();
+    for c in name.chars() {
+        if c.is_ascii_alphanumeric() {
+            slug.push(c.to_ascii_lowercase());
+        } else if !slug.ends_with('-') && !slug.is_empty() {
+            slug.push('-');
+        }
+        if slug.len() >= 40 {
+            break;
+        }
+    }
+    let slug = slug.trim_end_matches('-');
+    let suffix = Secret::generate(3);
+    if slug.is_empty() {
+        suffix.expose().to_owned()
+    } else {
+        format!("{slug}-{}", suffix.expose())
+    }
+}
+
+async fn read_body<B>(request: Request<B>) -> Result<Bytes, ApiError>
+where
+    B: Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    Ok(Limited::new(request.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("admin requests are limited to {MAX_ADMIN_BODY} bytes"),
+            )
+        })?
+        .to_bytes())
+}
+
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|err| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            format!("the request body is not valid: {err}"),
+        )
+    })
+}
+
+async fn read_json<B, T>(request: Request<B>) -> Result<T, ApiError>
+where
+    B: Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T: DeserializeOwned,
+{
+    parse_json(&read_body(request).await?)
+}
+
+/// Like [`read_json`], but an empty body means the defaults.
+async fn read_optional_json<B, T>(request: Request<B>) -> Result<T, ApiError>
+where
+    B: Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    T: DeserializeOwned + Default,
+{
+    let body = read_body(request).await?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Generated ids are valid ids derived from the name.
+    #[test]
+    fn generated_ids() {
+        let id = generate_id("Network (prod)");
+        assert!(id.starts_with("network-prod-"), "{id}");
+        assert_eq!(id.len(), "network-prod-".len() + 6);
+        assert_eq!(generate_id("???").len(), 6);
+    }
+}

@@ -1,0 +1,102 @@
+//! `/spaces`: the tree that access and integration availability follow.
+
+use http::StatusCode;
+use inlet_core::access::Principal;
+use inlet_core::control::{ControlCommand, SpacePatch};
+use inlet_core::domain::{ROOT_SPACE, Role, Space};
+
+use super::views::{CreateSpace, SpaceList, SpaceView, UpdateSpace};
+use super::{Admin, Answer, generate_id, require};
+use crate::error::{ApiError, empty, json};
+
+impl Admin {
+    pub(super) fn list_spaces(&self, principal: &Principal) -> Answer {
+        let registry = self.control.read();
+        let spaces = registry
+            .spaces()
+            .filter(|s| principal.can_read(&registry, &s.id))
+            .map(SpaceView::from)
+            .collect();
+        Ok(json(StatusCode::OK, &SpaceList { spaces }))
+    }
+
+    pub(super) fn get_space(&self, principal: &Principal, id: &str) -> Answer {
+        let registry = self.control.read();
+        match registry.space(id) {
+            Some(space) if principal.can_read(&registry, id) => {
+                Ok(json(StatusCode::OK, &SpaceView::from(space)))
+            }
+            _ => Err(space_not_found(id)),
+        }
+    }
+
+    /// Creating a space needs admin on its parent.
+    pub(super) async fn create_space(&self, principal: &Principal, body: CreateSpace) -> Answer {
+        let parent = body.parent_id.unwrap_or_else(|| ROOT_SPACE.to_owned());
+        require(
+            principal,
+            &self.control.read(),
+            &parent,
+            Role::Admin,
+            "creating a space",
+        )?;
+        let space = Space {
+            id: body.id.unwrap_or_else(|| generate_id(&body.name)),
+            name: body.name,
+            parent_id: Some(parent),
+            inherit_entities: body.inherit_entities.unwrap_or(false),
+        };
+        let response = json(StatusCode::CREATED, &SpaceView::from(&space));
+        self.apply(principal, ControlCommand::CreateSpace { space })
+            .await?;
+        Ok(response)
+    }
+
+    /// Renaming or toggling inheritance needs admin on the space.
+    pub(super) async fn update_space(
+        &self,
+        principal: &Principal,
+        id: &str,
+        body: UpdateSpace,
+    ) -> Answer {
+        self.require_space_admin(principal, id, "changing a space")?;
+        let patch = SpacePatch {
+            name: body.name,
+            inherit_entities: body.inherit_entities,
+        };
+        self.apply(
+            principal,
+            ControlCommand::UpdateSpace {
+                id: id.to_owned(),
+                patch,
+            },
+        )
+        .await?;
+        self.get_space(principal, id)
+    }
+
+    /// Deleting needs admin on the space; the fold refuses (409) while it holds anything.
+    pub(super) async fn delete_space(&self, principal: &Principal, id: &str) -> Answer {
+        self.require_space_admin(principal, id, "deleting a space")?;
+        self.apply(principal, ControlCommand::DeleteSpace { id: id.to_owned() })
+            .await?;
+        Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    fn require_space_admin(
+        &self,
+        principal: &Principal,
+        id: &str,
+        action: &str,
+    ) -> Result<(), ApiError> {
+        let registry = self.control.read();
+        if registry.space(id).is_none() {
+            return Err(space_not_found(id));
+        }
+        require(principal, &registry, id, Role::Admin, action)
+    }
+}
+
+fn space_not_found(id: &str) -> ApiError {
+    ApiError::not_found("space_not_found", format!("no space `{id}`"))
+}

@@ -1,0 +1,281 @@
+//! `/stacks` and manual runs.
+//!
+//! Readers of a stack's space see it; admins create, change and delete it; writers trigger runs.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use inlet_core::access::Principal;
+use inlet_core::clock::now_rfc3339;
+use inlet_core::control::{ControlCommand, StackPatch, StackSpec};
+use inlet_core::domain::{IntegrationStatus, ROOT_SPACE, Role, Stack};
+use inlet_core::records::{
+    Commit, RunType, StackTrigger, TRIGGER_SCHEMA, TriggerKind, TriggerSource, derive_id, headers,
+};
+use inlet_core::registry::Registry;
+use inlet_core::secret::Secret;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+
+use super::views::{CreateStack, RunAccepted, StackList, StackView, TriggerRun, UpdateStack};
+use super::{Admin, Answer, generate_id, require};
+use crate::error::{ApiError, empty, json};
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found("stack_not_found", format!("no stack with id `{id}`"))
+}
+
+/// The stack if `principal` may read it (404 otherwise).
+fn visible<'r>(
+    principal: &Principal,
+    registry: &'r Registry,
+    id: &str,
+) -> Result<&'r Stack, ApiError> {
+    registry
+        .stack(id)
+        .filter(|s| principal.can_read(registry, &s.space_id))
+        .ok_or_else(|| not_found(id))
+}
+
+/// An integration the caller cannot see is reported as missing, not as unavailable.
+fn check_integration_visible(
+    principal: &Principal,
+    registry: &Registry,
+    name: &str,
+) -> Result<(), ApiError> {
+    match registry.integration(name) {
+        Some(i) if !principal.can_see_integration(registry, i) => Err(ApiError::invalid(
+            "integration",
+            format!("no integration named `{name}`"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `refs/heads/main` → `main`; short names pass through.
+fn short_branch(branch: String) -> String {
+    match branch.strip_prefix("refs/heads/") {
+        Some(short) => short.to_owned(),
+        None => branch,
+    }
+}
+
+impl Admin {
+    pub(super) fn list_stacks(&self, principal: &Principal) -> Answer {
+        let registry = self.control.read();
+        let stacks = registry
+            .stacks()
+            .filter(|s| principal.can_read(&registry, &s.space_id))
+            .map(StackView::from)
+            .collect();
+        Ok(json(StatusCode::OK, &StackList { stacks }))
+    }
+
+    pub(super) fn get_stack(&self, principal: &Principal, id: &str) -> Answer {
+        let registry = self.control.read();
+        let stack = visible(principal, &registry, id)?;
+        Ok(json(StatusCode::OK, &StackView::from(stack)))
+    }
+
+    pub(super) async fn create_stack(&self, principal: &Principal, body: CreateStack) -> Answer {
+        let space_id = body.space_id.unwrap_or_else(|| ROOT_SPACE.to_owned());
+        let integration = {
+            let registry = self.control.read();
+            require(
+                principal,
+                &registry,
+                &space_id,
+                Role::Admin,
+                "creating a stack",
+            )?;
+            let integration = match body.integration {
+                Some(name) => name,
+                None => registry
+                    .default_integration()
+                    .map(|i| i.name.clone())
+                    .ok_or_else(|| {
+                        ApiError::invalid("integration", "no default integration exists; name one")
+                    })?,
+            };
+            check_integration_visible(principal, &registry, &integration)?;
+            integration
+        };
+        let spec = StackSpec {
+            id: body.id.unwrap_or_else(|| generate_id(&body.name)),
+            name: body.name,
+            space_id,
+            integration,
+            repository: body.repository,
+            branch: short_branch(body.branch),
+            project_root: body.project_root.unwrap_or_default(),
+            labels: body.labels.unwrap_or_default(),
+            disabled: body.disabled.unwrap_or(false),
+        };
+        let id = spec.id.clone();
+        self.apply(principal, ControlCommand::CreateStack { stack: spec })
+            .await?;
+        self.get_stack(principal, &id).map(|mut response| {
+            *response.status_mut() = StatusCode::CREATED;
+            response
+        })
+    }
+
+    pub(super) async fn update_stack(
+        &self,
+        principal: &Principal,
+        id: &str,
+        body: UpdateStack,
+    ) -> Answer {
+        {
+            let registry = self.control.read();
+            let stack = visible(principal, &registry, id)?;
+            require(
+                principal,
+                &registry,
+                &stack.space_id,
+                Role::Admin,
+                "changing a stack",
+            )?;
+            if let Some(name) = &body.integration {
+                check_integration_visible(principal, &registry, name)?;
+            }
+        }
+        let patch = StackPatch {
+            name: body.name,
+            integration: body.integration,
+            repository: body.repository,
+            branch: body.branch.map(short_branch),
+            project_root: body.project_root,
+            labels: body.labels,
+            disabled: body.disabled,
+        };
+        self.apply(
+            principal,
+            ControlCommand::UpdateStack {
+                id: id.to_owned(),
+                patch,
+            },
+        )
+        .await?;
+        self.get_stack(principal, id)
+    }
+
+    pub(super) async fn delete_stack(&self, principal: &Principal, id: &str) -> Answer {
+        {
+            let registry = self.control.read();
+            let stack = visible(principal, &registry, id)?;
+            require(
+                principal,
+                &registry,
+                &stack.space_id,
+                Role::Admin,
+                "deleting a stack",
+            )?;
+        }
+        self.apply(principal, ControlCommand::DeleteStack { id: id.to_owned() })
+            .await?;
+        Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    /// A manual tracked run through the workers, who decide on the stack's state when they get
+    /// it: a stack detached in between still gets a `blocked` decision.
+    pub(super) async fn trigger_run(
+        &self,
+        principal: &Principal,
+        id: &str,
+        body: TriggerRun,
+    ) -> Answer {
+        let trigger = {
+            let registry = self.control.read();
+            let stack = visible(principal, &registry, id)?;
+            require(
+                principal,
+                &registry,
+                &stack.space_id,
+                Role::Writer,
+                "triggering a run",
+            )?;
+            if stack.integration_status == IntegrationStatus::Detached {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "stack_detached",
+                    format!(
+                        "integration `{}` of this stack was deleted; attach an available \
+                         integration before triggering runs",
+                        stack.integration
+                    ),
+                ));
+            }
+            let trigger_id = derive_id("trg", &[Secret::generate(16).expose()]);
+            StackTrigger {
+                schema: TRIGGER_SCHEMA.to_owned(),
+                trigger_id: trigger_id.clone(),
+                stack_id: stack.id.clone(),
+                integration: stack.integration.clone(),
+                run_type: RunType::Tracked,
+                commit: Commit {
+                    sha: body.sha.unwrap_or_default(),
+                    branch: stack.branch.clone(),
+                    repository: stack.repository.clone(),
+                },
+                trigger: TriggerSource {
+                    kind: TriggerKind::Manual,
+                    delivery_id: trigger_id,
+                    event_key: "manual".to_owned(),
+                    pull_request_id: None,
+                    actor: Some(principal.actor().to_owned()),
+                },
+                received_at: now_rfc3339(),
+                control_offset: self.control.applied_offset(),
+            }
+        };
+        let payload = serde_json::to_vec(&trigger).map_err(|err| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                err.to_string(),
+            )
+        })?;
+        let delivery = self
+            .deps
+            .producer
+            .send(
+                FutureRecord::to(&self.deps.triggers_topic)
+                    .key(&trigger.stack_id)
+                    .payload(&payload)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: headers::DELIVERY_ID,
+                        value: Some(&trigger.trigger_id),
+                    })),
+                Duration::from_secs(5),
+            )
+            .await;
+        if let Err((err, _)) = delivery {
+            tracing::warn!(error = %err, stack_id = %trigger.stack_id, "manual trigger not stored");
+            return Err(ApiError::unavailable(
+                "broker_unavailable",
+                "the run could not be queued; retry shortly",
+                5,
+            ));
+        }
+        tracing::info!(stack_id = %trigger.stack_id, trigger_id = %trigger.trigger_id, actor = principal.actor(), "manual run triggered");
+        Ok(json(
+            StatusCode::ACCEPTED,
+            &RunAccepted {
+                trigger_id: trigger.trigger_id,
+            },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Full ref names are shortened to branch names.
+    #[test]
+    fn branches_are_short() {
+        assert_eq!(short_branch("refs/heads/main".to_owned()), "main");
+        assert_eq!(short_branch("dev".to_owned()), "dev");
+    }
+}
