@@ -137,6 +137,26 @@ impl ControlLog {
         let _ = rx.wait_for(|applied| *applied >= offset).await;
     }
 
+    /// Waits until this process has folded everything appended to the log so far, by any process.
+    /// Called before serving an admin request, it makes replicas behind a load balancer consistent:
+    /// a change acknowledged by one is seen by the next request to any other.
+    pub async fn sync(&self) -> Result<(), ControlError> {
+        let producer = self.shared.producer.clone();
+        let topic = self.shared.topic.clone();
+        let end = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_watermarks(&topic, 0, Duration::from_secs(5))
+        })
+        .await
+        .map_err(|err| ControlError::Unavailable(err.to_string()))?
+        .map_err(|err| ControlError::Unavailable(err.to_string()))?
+        .1;
+        tokio::time::timeout(APPEND_TIMEOUT, self.wait_applied(end))
+            .await
+            .map_err(|_| ControlError::FoldTimeout)
+    }
+
     /// Appends `command` on behalf of `actor`, waits for this process's fold to apply it, and returns
     /// the fold's verdict with the record's offset.
     pub async fn append(

@@ -140,12 +140,15 @@ mod tests {
                 name: "bb".to_owned(),
             },
         );
-        let decision = decide(&registry, &trigger(TriggerKind::Push, "t1")).expect("decision");
-        assert_eq!(decision.status, RunStatus::Blocked);
-        assert_eq!(
-            decision.blocked_reason.map(|r| r.code).as_deref(),
-            Some("integration_detached")
-        );
+        for kind in [TriggerKind::Push, TriggerKind::Manual] {
+            // A manual run accepted before the deletion is blocked too.
+            let decision = decide(&registry, &trigger(kind, "t1")).expect("decision");
+            assert_eq!(decision.status, RunStatus::Blocked);
+            assert_eq!(
+                decision.blocked_reason.map(|r| r.code).as_deref(),
+                Some("integration_detached")
+            );
+        }
     }
 
     /// A disabled stack is blocked with `stack_disabled`; a deleted one gets no decision.

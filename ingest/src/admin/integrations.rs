@@ -19,7 +19,7 @@ use super::views::{
     CreateIntegration, IntegrationDetails, IntegrationList, IntegrationView, RotateSecret,
     UpdateIntegration,
 };
-use super::{Admin, Answer, forbidden, require};
+use super::{Admin, Answer, Named, forbidden, require};
 use crate::error::{ApiError, empty, json};
 use crate::webhook::PATH_PREFIX;
 
@@ -149,6 +149,7 @@ impl Admin {
             } else {
                 "creating an integration"
             },
+            Named::InField("space_id"),
         )?;
         let id = Secret::generate(8).expose().to_owned();
         let webhook_context = format!("webhook_secret/{id}");

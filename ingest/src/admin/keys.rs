@@ -10,7 +10,7 @@ use inlet_core::secret::Secret;
 use sha2::{Digest, Sha256};
 
 use super::views::{ApiKeyList, ApiKeyView, CreateApiKey, CreatedApiKey};
-use super::{Admin, Answer, KEY_PREFIX, forbidden, require};
+use super::{Admin, Answer, KEY_PREFIX, Named, forbidden, require};
 use crate::error::{ApiError, empty, json};
 
 /// Whether `principal` administers every space `key` is bound to (so it cannot grant or see more
@@ -57,6 +57,7 @@ impl Admin {
                     &binding.space_id,
                     Role::Admin,
                     "granting a role",
+                    Named::InField("bindings"),
                 )?;
             }
         }

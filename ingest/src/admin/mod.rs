@@ -24,7 +24,7 @@ use inlet_core::access::Principal;
 use inlet_core::control::ControlCommand;
 use inlet_core::control_log::{ControlError, ControlLog};
 use inlet_core::crypto::SecretsKey;
-use inlet_core::domain::Role;
+use inlet_core::domain::{ROOT_SPACE, Role};
 use inlet_core::registry::Registry;
 use inlet_core::secret::Secret;
 use rdkafka::producer::FutureProducer;
@@ -111,6 +111,11 @@ impl Admin {
         let method = request.method().clone();
         if !openapi::is_resource(&segments) {
             return Err(no_such_endpoint());
+        }
+        // Catch up with changes other replicas acknowledged (keys included) before answering.
+        // When the broker is unreachable, reads are still served from what this process has.
+        if let Err(err) = self.control.sync().await {
+            tracing::warn!(error = %err, "serving the admin API without catching up");
         }
         let principal = self.authenticate(&request)?;
         let p = &principal;
@@ -242,22 +247,38 @@ fn forbidden(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
 }
 
-/// Requires `role` on `space_id`: 404 when the caller may not even read the space, 403 otherwise.
+/// Where the space a permission check is about was named.
+#[derive(Clone, Copy)]
+enum Named {
+    /// In the path: a space the caller cannot read is 404.
+    InPath,
+    /// In a body field: a space the caller cannot read is 400 naming the field, the same answer
+    /// as for one that does not exist, so existence does not leak.
+    InField(&'static str),
+}
+
+/// Requires `role` on `space_id`; 403 when the caller can read the space but lacks the role.
+/// The root space is known to exist, so lacking a role there is always 403.
 fn require(
     principal: &Principal,
     registry: &Registry,
     space_id: &str,
     role: Role,
     action: &str,
+    named: Named,
 ) -> Result<(), ApiError> {
     if principal.has(registry, space_id, role) {
         return Ok(());
     }
-    if registry.space(space_id).is_none() || !principal.can_read(registry, space_id) {
-        return Err(ApiError::not_found(
-            "space_not_found",
-            format!("no space `{space_id}`"),
-        ));
+    let hidden = registry.space(space_id).is_none()
+        || (space_id != ROOT_SPACE && !principal.can_read(registry, space_id));
+    if hidden {
+        return Err(match named {
+            Named::InPath => {
+                ApiError::not_found("space_not_found", format!("no space `{space_id}`"))
+            }
+            Named::InField(field) => ApiError::invalid(field, format!("no space `{space_id}`")),
+        });
     }
     Err(forbidden(format!(
         "{action} needs the {} role on space `{space_id}`",

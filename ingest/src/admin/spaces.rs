@@ -6,7 +6,7 @@ use inlet_core::control::{ControlCommand, SpacePatch};
 use inlet_core::domain::{ROOT_SPACE, Role, Space};
 
 use super::views::{CreateSpace, SpaceList, SpaceView, UpdateSpace};
-use super::{Admin, Answer, generate_id, require};
+use super::{Admin, Answer, Named, generate_id, require};
 use crate::error::{ApiError, empty, json};
 
 impl Admin {
@@ -39,6 +39,7 @@ impl Admin {
             &parent,
             Role::Admin,
             "creating a space",
+            Named::InField("parent_id"),
         )?;
         let space = Space {
             id: body.id.unwrap_or_else(|| generate_id(&body.name)),
@@ -93,7 +94,7 @@ impl Admin {
         if registry.space(id).is_none() {
             return Err(space_not_found(id));
         }
-        require(principal, &registry, id, Role::Admin, action)
+        require(principal, &registry, id, Role::Admin, action, Named::InPath)
     }
 }
 

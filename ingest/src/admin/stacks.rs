@@ -18,7 +18,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 
 use super::views::{CreateStack, RunAccepted, StackList, StackView, TriggerRun, UpdateStack};
-use super::{Admin, Answer, generate_id, require};
+use super::{Admin, Answer, Named, generate_id, require};
 use crate::error::{ApiError, empty, json};
 
 fn not_found(id: &str) -> ApiError {
@@ -87,6 +87,7 @@ impl Admin {
                 &space_id,
                 Role::Admin,
                 "creating a stack",
+                Named::InField("space_id"),
             )?;
             let integration = match body.integration {
                 Some(name) => name,
@@ -135,6 +136,7 @@ impl Admin {
                 &stack.space_id,
                 Role::Admin,
                 "changing a stack",
+                Named::InPath,
             )?;
             if let Some(name) = &body.integration {
                 check_integration_visible(principal, &registry, name)?;
@@ -170,6 +172,7 @@ impl Admin {
                 &stack.space_id,
                 Role::Admin,
                 "deleting a stack",
+                Named::InPath,
             )?;
         }
         self.apply(principal, ControlCommand::DeleteStack { id: id.to_owned() })
@@ -194,6 +197,7 @@ impl Admin {
                 &stack.space_id,
                 Role::Writer,
                 "triggering a run",
+                Named::InPath,
             )?;
             if stack.integration_status == IntegrationStatus::Detached {
                 return Err(ApiError::new(
