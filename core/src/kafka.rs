@@ -101,6 +101,12 @@ impl Kafka {
         Ok(tokio::task::spawn_blocking(move || config.create::<FutureProducer>()).await??)
     }
 
+    /// How long a fetch waits for data. Real brokers answer a waiting fetch as soon as data
+    /// arrives; the embedded one only when the wait ends, so there the wait is kept short.
+    fn fetch_wait(&self) -> &'static str {
+        if self.embedded { "5" } else { "500" }
+    }
+
     /// A consumer in `group_id` that stores offsets only when told to.
     pub async fn consumer(&self, group_id: &str) -> Result<StreamConsumer, SetupError> {
         let session_timeout = if self.embedded { "6000" } else { "45000" };
@@ -111,6 +117,7 @@ impl Kafka {
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", session_timeout),
+            ("fetch.wait.max.ms", self.fetch_wait()),
             ("heartbeat.interval.ms", "1000"),
         ]);
         Ok(tokio::task::spawn_blocking(move || config.create::<StreamConsumer>()).await??)
@@ -123,6 +130,7 @@ impl Kafka {
             ("enable.auto.commit", "false"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
+            ("fetch.wait.max.ms", self.fetch_wait()),
         ]);
         Ok(tokio::task::spawn_blocking(move || config.create::<StreamConsumer>()).await??)
     }
