@@ -35,6 +35,8 @@ pub enum Command {
     Router(StageArgs),
     /// Run the workers against a Kafka cluster.
     Workers(StageArgs),
+    /// Load-test the pipeline (in-process by default) and report throughput and latency.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Flags every stage shares.
@@ -165,6 +167,7 @@ pub fn config(cli: &Cli) -> anyhow::Result<Config> {
             args.listen.apply(&mut config);
         }
         Command::Router(args) | Command::Workers(args) => args.kafka.apply(&mut config),
+        Command::Bench(_) => {}
     }
     config.validate()?;
     Ok(config)

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+mod bench;
 mod cli;
 mod stages;
 
@@ -32,12 +33,15 @@ async fn main() -> ExitCode {
         Duration::from_secs(config.shutdown_timeout_secs + 5),
     ));
 
-    let result = match &cli.command {
+    let result = match cli.command {
         Command::Dev(args) => {
             stages::dev(
                 config,
-                args.kafka.ready_file.as_deref(),
-                args.only_broker,
+                stages::DevOptions {
+                    ready_file: args.kafka.ready_file.as_deref(),
+                    only_broker: args.only_broker,
+                    ..stages::DevOptions::default()
+                },
                 shutdown,
             )
             .await
@@ -51,6 +55,7 @@ async fn main() -> ExitCode {
         Command::Workers(args) => {
             stages::workers(config, args.kafka.ready_file.as_deref(), shutdown).await
         }
+        Command::Bench(args) => bench::run(config, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

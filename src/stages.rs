@@ -2,6 +2,7 @@
 //! ready file, and running until shutdown. `main` only picks which of these to call.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -10,6 +11,7 @@ use inlet_core::config::Config;
 use inlet_core::control_log::ControlLog;
 use inlet_core::crypto::SecretsKey;
 use inlet_core::kafka::{EmbeddedBroker, Kafka};
+use inlet_core::metrics::Metrics;
 use inlet_core::ready::ReadyInfo;
 use inlet_core::secret::Secret;
 use inlet_core::topics::Topics;
@@ -24,6 +26,7 @@ struct Connected {
     producer: FutureProducer,
     control: ControlLog,
     control_task: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
 }
 
 async fn connect(
@@ -49,6 +52,7 @@ async fn connect(
         producer,
         control,
         control_task,
+        metrics: Metrics::new(),
     })
 }
 
@@ -138,6 +142,7 @@ fn ingest_deps(
         secrets_key: keys.secrets,
         public_base_url: listeners.public_base_url,
         drain: drain(config),
+        metrics: connected.metrics.clone(),
     })
 }
 
@@ -195,14 +200,35 @@ async fn start_embedded(topics: &Topics) -> anyhow::Result<EmbeddedBroker> {
     Ok(broker)
 }
 
+/// How `inlet dev` runs.
+#[derive(Default)]
+pub struct DevOptions<'a> {
+    /// Where to write the ready file.
+    pub ready_file: Option<&'a Path>,
+    /// Run only the embedded broker.
+    pub only_broker: bool,
+    /// Run the broker and ingest, without router and workers (`inlet bench --only-ingest`).
+    pub only_ingest: bool,
+    /// Told the ready info once every stage is ready, for in-process callers.
+    pub on_ready: Option<tokio::sync::oneshot::Sender<ReadyInfo>>,
+    /// Print no banner.
+    pub quiet: bool,
+}
+
 /// `inlet dev`: every stage in one process, on the embedded broker unless bootstrap servers are
 /// configured; or only the broker with `--only-broker`.
 pub async fn dev(
     config: Config,
-    ready_file: Option<&Path>,
-    only_broker: bool,
+    options: DevOptions<'_>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let DevOptions {
+        ready_file,
+        only_broker,
+        only_ingest,
+        on_ready,
+        quiet,
+    } = options;
     let topics = Topics::new(&config.kafka.topic_prefix);
     let (broker, bootstrap, embedded) = match &config.kafka.bootstrap_servers {
         Some(servers) => (None, servers.clone(), false),
@@ -242,8 +268,14 @@ pub async fn dev(
         listeners.webhook_base_url.clone(),
         listeners.admin_base_url.clone(),
     );
-    let router = router_deps(&config, &connected).await?;
-    let workers = workers_deps(&config, &connected).await?;
+    let (router, workers) = if only_ingest {
+        (None, None)
+    } else {
+        (
+            Some(router_deps(&config, &connected).await?),
+            Some(workers_deps(&config, &connected).await?),
+        )
+    };
     let ingest = ingest_deps(
         &config,
         &connected,
@@ -254,34 +286,49 @@ pub async fn dev(
         },
     )?;
 
-    write_ready(
-        ready_file,
-        &ReadyInfo {
-            webhook_base_url: Some(webhook_base_url.clone()),
-            admin_base_url: Some(admin_base_url.clone()),
-            admin_key: Some(admin_key.expose().to_owned()),
-            kafka_bootstrap_servers: bootstrap.clone(),
-            topic_prefix: topics.prefix().to_owned(),
-        },
-    )?;
+    let ready = ReadyInfo {
+        webhook_base_url: Some(webhook_base_url.clone()),
+        admin_base_url: Some(admin_base_url.clone()),
+        admin_key: Some(admin_key.expose().to_owned()),
+        kafka_bootstrap_servers: bootstrap.clone(),
+        topic_prefix: topics.prefix().to_owned(),
+    };
+    write_ready(ready_file, &ready)?;
+    if let Some(on_ready) = on_ready {
+        let _ = on_ready.send(ready);
+    }
     let key_line = if generated {
         admin_key.expose().to_owned()
     } else {
         "(from configuration)".to_owned()
     };
-    println!(
-        "inlet dev is ready\n  webhooks:  {webhook_base_url}/webhooks/bitbucket-datacenter/<integration>\n  \
+    if !quiet {
+        println!(
+            "inlet dev is ready\n  webhooks:  {webhook_base_url}/webhooks/bitbucket-datacenter/<integration>\n  \
          admin API: {admin_base_url}/api/v1\n  admin key: {key_line}\n  kafka:     {bootstrap}{}",
-        if embedded {
-            " (embedded, in memory only)"
-        } else {
-            ""
-        }
-    );
+            if embedded {
+                " (embedded, in memory only)"
+            } else {
+                ""
+            }
+        );
+    }
 
+    let router = async {
+        match router {
+            Some(deps) => inlet_router::run(&config.router, deps, shutdown.clone()).await,
+            None => Ok(()),
+        }
+    };
+    let workers = async {
+        match workers {
+            Some(deps) => inlet_workers::run(&config.workers, deps, shutdown.clone()).await,
+            None => Ok(()),
+        }
+    };
     let (router_result, workers_result, ()) = tokio::join!(
-        inlet_router::run(&config.router, router, shutdown.clone()),
-        inlet_workers::run(&config.workers, workers, shutdown.clone()),
+        router,
+        workers,
         inlet_ingest::run(&config.ingest, ingest, shutdown.clone()),
     );
     router_result.context("router")?;

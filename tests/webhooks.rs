@@ -185,6 +185,39 @@ async fn status_table_and_what_is_published() {
     assert!(header(record, "inlet-integration-id").is_some());
     assert!(header(record, "inlet-received-at").is_some_and(|t| t.ends_with('Z')));
 
+    let metrics = send(
+        "GET",
+        &format!(
+            "{}/metrics",
+            dev.ready.admin_base_url.as_deref().expect("admin")
+        ),
+        &[],
+        "",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    for line in [
+        "inlet_ingest_signature_failures_total{reason=\"missing\"} 1",
+        "inlet_ingest_signature_failures_total{reason=\"mismatch\"} 2",
+        "inlet_ingest_signature_failures_total{reason=\"unsupported_algorithm\"} 1",
+        "inlet_ingest_requests_total{event=\"repo:refs_changed\",integration=\"_unknown\",outcome=\"not_found\"} 1",
+        "inlet_ingest_requests_total{event=\"repo:refs_changed\",integration=\"Edge\",outcome=\"too_large\"} 2",
+        "inlet_ingest_requests_total{event=\"repo:refs_changed\",integration=\"Edge\",outcome=\"bad_request\"} 4",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
+    let ready = send(
+        "GET",
+        &format!(
+            "{}/readyz",
+            dev.ready.admin_base_url.as_deref().expect("admin")
+        ),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(ready.status, 200, "{ready:?}");
+
     let log = dev.log();
     assert!(!log.contains(&secret), "webhook secret in the logs");
     assert!(!log.contains(&key), "admin key in the logs");
@@ -238,6 +271,103 @@ async fn raw_status(url: &str, size: usize, chunked: bool) -> (u16, String) {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status in {text:?}"));
     (status, text)
+}
+
+/// Every event fixture, signed, is accepted and lands on `inlet.webhooks` byte for byte under the
+/// key of its (target) repository; ignored and ping events publish nothing; the metrics count each
+/// outcome per integration and event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_fixture_lands_byte_for_byte() {
+    let dev = Inlet::dev();
+    let key = dev.ready.admin_key.clone().expect("key");
+    let secret = integration(&dev, &key, "bb").await;
+    let url = dev.webhook_url("bb");
+    let fixtures = [
+        ("repo:refs_changed", "repo_refs_changed.json"),
+        ("repo:refs_changed", "repo_refs_changed_multi.json"),
+        ("pr:opened", "pr_opened.json"),
+        ("pr:opened", "pr_opened_fork_iso_dates.json"),
+        ("pr:from_ref_updated", "pr_from_ref_updated.json"),
+        ("pr:modified", "pr_modified.json"),
+        ("pr:reviewer:approved", "pr_reviewer_approved.json"),
+        ("pr:reviewer:unapproved", "pr_reviewer_unapproved.json"),
+        (
+            "pr:reviewer:changes_requested",
+            "pr_reviewer_changes_requested.json",
+        ),
+        (
+            "pr:reviewer:needs_work",
+            "pr_reviewer_changes_requested.json",
+        ),
+        ("pr:merged", "pr_merged.json"),
+        ("pr:comment:added", "pr_comment_added.json"),
+    ];
+    let mut sent = Vec::new();
+    for (index, (event_key, file)) in fixtures.iter().enumerate() {
+        let body = std::fs::read(format!("tests/fixtures/{file}")).expect("fixture");
+        let delivery = format!("fixture-{index}");
+        let answer = webhook(&url, event_key, &delivery, &secret, &body).await;
+        assert_eq!(answer.status, 202, "{file}: {answer:?}");
+        assert_eq!(answer.json()["status"], "accepted", "{file}");
+        sent.push((delivery, event_key.to_string(), body));
+    }
+    let ping = std::fs::read("tests/fixtures/diagnostics_ping.json").expect("fixture");
+    assert_eq!(
+        webhook(&url, "diagnostics:ping", "ping-1", &secret, &ping)
+            .await
+            .status,
+        200
+    );
+    let ignored = webhook(&url, "repo:comment:added", "ignored-1", &secret, b"{}").await;
+    assert_eq!(ignored.status, 202);
+
+    let mut topic = TopicReader::new(&dev.ready.kafka_bootstrap_servers, "inlet.webhooks").await;
+    topic
+        .until(Duration::from_secs(10), |r| r.len() >= sent.len())
+        .await;
+    topic.settle(Duration::from_millis(300)).await;
+    assert_eq!(
+        topic.records.len(),
+        sent.len(),
+        "only handled events are published"
+    );
+    use rdkafka::Message;
+    for (delivery, event_key, body) in &sent {
+        let record = topic
+            .records
+            .iter()
+            .find(|m| header(m, "inlet-delivery-id").as_deref() == Some(delivery.as_str()))
+            .unwrap_or_else(|| panic!("{delivery} not published"));
+        assert_eq!(record.payload(), Some(&body[..]), "{delivery}");
+        assert_eq!(record.key(), Some(&b"bb/infra/network"[..]), "{delivery}");
+        assert_eq!(
+            header(record, "inlet-event-key").as_deref(),
+            Some(event_key.as_str())
+        );
+    }
+
+    let metrics = send(
+        "GET",
+        &format!(
+            "{}/metrics",
+            dev.ready.admin_base_url.as_deref().expect("admin")
+        ),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.body);
+    for line in [
+        "inlet_ingest_requests_total{event=\"repo:refs_changed\",integration=\"bb\",outcome=\"accepted\"} 2",
+        "inlet_ingest_requests_total{event=\"pr:opened\",integration=\"bb\",outcome=\"accepted\"} 2",
+        "inlet_ingest_requests_total{event=\"diagnostics:ping\",integration=\"bb\",outcome=\"ping\"} 1",
+        "inlet_ingest_requests_total{event=\"other\",integration=\"bb\",outcome=\"ignored\"} 1",
+        "inlet_ingest_publish_duration_seconds_count 12",
+        "inlet_ingest_in_flight_requests 0",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
 }
 
 /// The admin API refuses requests without a valid key.

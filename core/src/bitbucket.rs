@@ -4,6 +4,8 @@
 //! Bitbucket versions parse alike.
 
 use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
 
 /// Event keys inlet understands.
 pub mod events {
@@ -177,6 +179,9 @@ impl Change {
 /// `repo:refs_changed`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct RefsChanged {
+    /// When Bitbucket emitted the event.
+    #[serde(default)]
+    pub date: Option<Timestamp>,
     /// Who pushed.
     #[serde(default)]
     pub actor: Option<Actor>,
@@ -192,92 +197,462 @@ pub fn parse_refs_changed(body: &[u8]) -> Result<RefsChanged, PayloadError> {
     Ok(serde_json::from_slice(body)?)
 }
 
-/// Just enough of any event to find the repository it belongs to.
-#[derive(Deserialize)]
+/// An instant as Bitbucket writes it: epoch milliseconds (older versions) or an ISO-8601 string,
+/// possibly with a colon-less offset such as `+1000` (newer versions and the top-level `date`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timestamp(pub OffsetDateTime);
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Millis(i64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Millis(ms) => {
+                OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                    .map(Timestamp)
+                    .map_err(serde::de::Error::custom)
+            }
+            Raw::Text(text) => parse_timestamp(&text)
+                .map(Timestamp)
+                .ok_or_else(|| serde::de::Error::custom(format!("`{text}` is not a timestamp"))),
+        }
+    }
+}
+
+/// RFC 3339, or ISO-8601 with a `+HHMM` offset.
+fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
+    if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
+        return Some(at);
+    }
+    // `…+1000` → `…+10:00`
+    let split = text.len().checked_sub(5)?;
+    let (head, offset) = text.split_at(split);
+    let bytes = offset.as_bytes();
+    if matches!(bytes[0], b'+' | b'-') && bytes[1..].iter().all(u8::is_ascii_digit) {
+        let fixed = format!("{head}{}:{}", &offset[..3], &offset[3..]);
+        return OffsetDateTime::parse(&fixed, &Rfc3339).ok();
+    }
+    None
+}
+
+/// One side of a pull request.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Envelope {
+pub struct PullRequestRef {
+    /// Full ref, e.g. `refs/heads/feature`.
+    pub id: String,
+    /// Short name.
     #[serde(default)]
-    repository: Option<Repository>,
-    #[serde(default)]
-    pull_request: Option<PullRequestEnvelope>,
+    pub display_id: Option<String>,
+    /// The commit the ref points at.
+    pub latest_commit: String,
+    /// The repository (differs between the two sides for a PR from a fork).
+    pub repository: Repository,
 }
 
-#[derive(Deserialize)]
+impl PullRequestRef {
+    /// The short branch name.
+    pub fn branch(&self) -> String {
+        self.display_id.clone().unwrap_or_else(|| {
+            self.id
+                .strip_prefix("refs/heads/")
+                .unwrap_or(&self.id)
+                .to_owned()
+        })
+    }
+}
+
+/// A pull request as events carry it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PullRequestEnvelope {
-    to_ref: RefWithRepository,
+pub struct PullRequest {
+    /// Id, unique within the target repository.
+    pub id: u64,
+    /// Title.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// `OPEN`, `MERGED` or `DECLINED`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// When it was opened.
+    #[serde(default)]
+    pub created_date: Option<Timestamp>,
+    /// When it last changed.
+    #[serde(default)]
+    pub updated_date: Option<Timestamp>,
+    /// The source branch.
+    pub from_ref: PullRequestRef,
+    /// The target branch.
+    pub to_ref: PullRequestRef,
 }
 
-#[derive(Deserialize)]
-struct RefWithRepository {
-    repository: Repository,
+/// A target branch before a `pr:modified` changed it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousTarget {
+    /// Full ref.
+    pub id: String,
+    /// Short name.
+    #[serde(default)]
+    pub display_id: Option<String>,
 }
 
-/// The repository an event belongs to: for pull-request events the target repository
-/// (`pullRequest.toRef.repository`), so a PR and pushes to its target branch share an ordering key.
-pub fn event_repository(body: &[u8]) -> Result<Repository, PayloadError> {
-    let envelope: Envelope = serde_json::from_slice(body)?;
-    envelope
-        .pull_request
-        .map(|pr| pr.to_ref.repository)
-        .or(envelope.repository)
-        .ok_or(PayloadError::NoRepository)
+impl PreviousTarget {
+    /// The short branch name.
+    pub fn branch(&self) -> String {
+        self.display_id.clone().unwrap_or_else(|| {
+            self.id
+                .strip_prefix("refs/heads/")
+                .unwrap_or(&self.id)
+                .to_owned()
+        })
+    }
+}
+
+/// A pull-request comment.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Comment {
+    /// Id.
+    #[serde(default)]
+    pub id: Option<u64>,
+    /// The text, markdown.
+    pub text: String,
+    /// Who wrote it.
+    #[serde(default)]
+    pub author: Option<Actor>,
+    /// When.
+    #[serde(default)]
+    pub created_date: Option<Timestamp>,
+}
+
+/// Any `pr:*` event.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PullRequestEvent {
+    /// When Bitbucket emitted the event.
+    #[serde(default)]
+    pub date: Option<Timestamp>,
+    /// Who caused it.
+    #[serde(default)]
+    pub actor: Option<Actor>,
+    /// The pull request after the event.
+    pub pull_request: PullRequest,
+    /// `pr:modified`: the target before the change, when it changed.
+    #[serde(default)]
+    pub previous_target: Option<PreviousTarget>,
+    /// `pr:from_ref_updated`: the source commit before the update.
+    #[serde(default)]
+    pub previous_from_hash: Option<String>,
+    /// `pr:comment:added`: the comment.
+    #[serde(default)]
+    pub comment: Option<Comment>,
+}
+
+/// The pull-request events inlet distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullRequestAction {
+    /// `pr:opened`.
+    Opened,
+    /// `pr:from_ref_updated`.
+    SourceUpdated,
+    /// `pr:modified`.
+    Modified,
+    /// `pr:reviewer:approved`.
+    Approved,
+    /// `pr:reviewer:unapproved`.
+    Unapproved,
+    /// `pr:reviewer:needs_work`, or its newer name `pr:reviewer:changes_requested`.
+    ChangesRequested,
+    /// `pr:merged`.
+    Merged,
+    /// `pr:comment:added`.
+    CommentAdded,
+}
+
+/// A parsed webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// `repo:refs_changed`.
+    Push(RefsChanged),
+    /// A `pr:*` event.
+    PullRequest(PullRequestAction, Box<PullRequestEvent>),
+}
+
+impl Event {
+    /// The repository the event is ordered by: for pull requests the target repository
+    /// (`pullRequest.toRef.repository`), so a PR and pushes to its target branch share a key.
+    pub fn repository(&self) -> &Repository {
+        match self {
+            Event::Push(push) => &push.repository,
+            Event::PullRequest(_, event) => &event.pull_request.to_ref.repository,
+        }
+    }
+}
+
+/// The action of a handled pull-request event key.
+pub fn pull_request_action(event_key: &str) -> Option<PullRequestAction> {
+    Some(match event_key {
+        events::PR_OPENED => PullRequestAction::Opened,
+        events::PR_FROM_REF_UPDATED => PullRequestAction::SourceUpdated,
+        events::PR_MODIFIED => PullRequestAction::Modified,
+        events::PR_APPROVED => PullRequestAction::Approved,
+        events::PR_UNAPPROVED => PullRequestAction::Unapproved,
+        events::PR_NEEDS_WORK | events::PR_CHANGES_REQUESTED => PullRequestAction::ChangesRequested,
+        events::PR_MERGED => PullRequestAction::Merged,
+        events::PR_COMMENT_ADDED => PullRequestAction::CommentAdded,
+        _ => return None,
+    })
+}
+
+/// Parses the body of a handled event; `Ok(None)` for event keys inlet does not handle.
+pub fn parse(event_key: &str, body: &[u8]) -> Result<Option<Event>, PayloadError> {
+    if event_key == events::REFS_CHANGED {
+        return Ok(Some(Event::Push(
+            parse_refs_changed(body).map_err(no_repository)?,
+        )));
+    }
+    let Some(action) = pull_request_action(event_key) else {
+        return Ok(None);
+    };
+    let event: PullRequestEvent = serde_json::from_slice(body)
+        .map_err(PayloadError::from)
+        .map_err(no_repository)?;
+    if action == PullRequestAction::CommentAdded && event.comment.is_none() {
+        return Err(PayloadError::Invalid(serde::de::Error::missing_field(
+            "comment",
+        )));
+    }
+    Ok(Some(Event::PullRequest(action, Box::new(event))))
+}
+
+/// A missing `repository` / `pullRequest` is reported as such rather than as a shape error.
+fn no_repository(err: PayloadError) -> PayloadError {
+    match &err {
+        PayloadError::Invalid(inner)
+            if inner.is_data()
+                && (inner.to_string().contains("missing field `repository`")
+                    || inner.to_string().contains("missing field `pullRequest`")) =>
+        {
+            PayloadError::NoRepository
+        }
+        _ => err,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const PUSH: &str = r#"{
-      "eventKey": "repo:refs_changed", "date": "2017-09-19T09:58:11+1000",
-      "actor": {"name": "admin", "id": 1, "slug": "admin", "type": "NORMAL"},
-      "repository": {"slug": "network", "id": 84, "name": "network", "scmId": "git",
-                     "project": {"key": "INFRA", "id": 84, "name": "Infra", "public": false}},
-      "changes": [
-        {"ref": {"id": "refs/heads/main", "displayId": "main", "type": "BRANCH"},
-         "refId": "refs/heads/main", "fromHash": "ecddabb624f6f5ba43816f5926e580a5f680a932",
-         "toHash": "178864a7d521b6f5e720b386b2c2b0ef8563e0dc", "type": "UPDATE"},
-        {"ref": {"id": "refs/tags/v1", "displayId": "v1", "type": "TAG"},
-         "refId": "refs/tags/v1", "fromHash": "0000000000000000000000000000000000000000",
-         "toHash": "178864a7d521b6f5e720b386b2c2b0ef8563e0dc", "type": "ADD"}
-      ]}"#;
-
-    /// A documented push parses, with several changes, unknown fields ignored.
-    #[test]
-    fn parses_push() {
-        let push = parse_refs_changed(PUSH.as_bytes()).expect("parse");
-        assert_eq!(push.repository.full_name(), "INFRA/network");
-        assert_eq!(push.actor.and_then(|a| a.login()).as_deref(), Some("admin"));
-        assert_eq!(push.changes.len(), 2);
-        assert!(push.changes[0].reference.is_branch());
-        assert_eq!(push.changes[0].reference.short_name(), "main");
-        assert_eq!(push.changes[0].change_kind(), Some(ChangeKind::Update));
-        assert!(!push.changes[1].reference.is_branch());
+    fn fixture(name: &str) -> Vec<u8> {
+        let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|err| panic!("{path}: {err}"))
     }
 
-    /// The ordering repository is the PR target for PR events and the repository otherwise.
+    fn pull_request(event_key: &str, name: &str) -> (PullRequestAction, PullRequestEvent) {
+        match parse(event_key, &fixture(name)).expect("parse") {
+            Some(Event::PullRequest(action, event)) => (action, *event),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    /// A push with several changes: update, add (zero from-hash), delete (zero to-hash), tag.
     #[test]
-    fn event_repository_prefers_pr_target() {
+    fn parses_push_with_several_changes() {
+        let Some(Event::Push(push)) = parse(
+            events::REFS_CHANGED,
+            &fixture("repo_refs_changed_multi.json"),
+        )
+        .expect("parse") else {
+            panic!("not a push")
+        };
+        assert_eq!(push.repository.full_name(), "INFRA/network");
+        assert_eq!(push.actor.and_then(|a| a.login()).as_deref(), Some("alice"));
+        let kinds: Vec<_> = push
+            .changes
+            .iter()
+            .map(|c| {
+                (
+                    c.reference.short_name(),
+                    c.reference.is_branch(),
+                    c.change_kind(),
+                )
+            })
+            .collect();
         assert_eq!(
-            event_repository(PUSH.as_bytes()).expect("push").full_name(),
-            "INFRA/network"
+            kinds,
+            vec![
+                ("main".to_owned(), true, Some(ChangeKind::Update)),
+                ("staging".to_owned(), true, Some(ChangeKind::Add)),
+                ("old-experiment".to_owned(), true, Some(ChangeKind::Delete)),
+                ("v1.4.0".to_owned(), false, Some(ChangeKind::Add)),
+            ]
         );
-        let pr = r#"{"pullRequest": {"fromRef": {"repository": {"slug": "fork", "project": {"key": "~ALICE"}}},
-                     "toRef": {"repository": {"slug": "network", "project": {"key": "INFRA"}}}}}"#;
+        // The top-level date has a colon-less offset: 09:58:11+10:00 is 23:58:11 UTC the day before.
+        let date = push.date.expect("date").0;
         assert_eq!(
-            event_repository(pr.as_bytes()).expect("pr").full_name(),
-            "INFRA/network"
+            (date.day(), date.to_offset(time::UtcOffset::UTC).hour()),
+            (26, 23)
         );
+    }
+
+    /// Every pull-request fixture parses to its action; the ordering repository is the target.
+    #[test]
+    fn parses_every_pull_request_event() {
+        for (key, name, action) in [
+            (
+                events::PR_OPENED,
+                "pr_opened.json",
+                PullRequestAction::Opened,
+            ),
+            (
+                events::PR_FROM_REF_UPDATED,
+                "pr_from_ref_updated.json",
+                PullRequestAction::SourceUpdated,
+            ),
+            (
+                events::PR_MODIFIED,
+                "pr_modified.json",
+                PullRequestAction::Modified,
+            ),
+            (
+                events::PR_APPROVED,
+                "pr_reviewer_approved.json",
+                PullRequestAction::Approved,
+            ),
+            (
+                events::PR_UNAPPROVED,
+                "pr_reviewer_unapproved.json",
+                PullRequestAction::Unapproved,
+            ),
+            (
+                events::PR_CHANGES_REQUESTED,
+                "pr_reviewer_changes_requested.json",
+                PullRequestAction::ChangesRequested,
+            ),
+            (
+                events::PR_NEEDS_WORK,
+                "pr_reviewer_changes_requested.json",
+                PullRequestAction::ChangesRequested,
+            ),
+            (
+                events::PR_MERGED,
+                "pr_merged.json",
+                PullRequestAction::Merged,
+            ),
+            (
+                events::PR_COMMENT_ADDED,
+                "pr_comment_added.json",
+                PullRequestAction::CommentAdded,
+            ),
+        ] {
+            let (parsed, event) = pull_request(key, name);
+            assert_eq!(parsed, action, "{name}");
+            assert_eq!(event.pull_request.id, 42);
+            assert_eq!(
+                event.pull_request.to_ref.repository.full_name(),
+                "INFRA/network"
+            );
+        }
+        let (_, modified) = pull_request(events::PR_MODIFIED, "pr_modified.json");
+        assert_eq!(
+            modified.previous_target.map(|t| t.branch()).as_deref(),
+            Some("main")
+        );
+        assert_eq!(modified.pull_request.to_ref.branch(), "release");
+        let (_, updated) = pull_request(events::PR_FROM_REF_UPDATED, "pr_from_ref_updated.json");
+        assert_eq!(
+            updated.pull_request.from_ref.latest_commit,
+            "0c7a8e8f6f3d4b1a9e2d7c6b5a4f3e2d1c0b9a87"
+        );
+        let (_, comment) = pull_request(events::PR_COMMENT_ADDED, "pr_comment_added.json");
+        assert_eq!(
+            comment.comment.map(|c| c.text).as_deref(),
+            Some("/inlet preview")
+        );
+    }
+
+    /// Newer Bitbucket sends ISO-8601 dates; a PR from a fork has another source repository.
+    #[test]
+    fn iso_dates_and_forks() {
+        let (_, event) = pull_request(events::PR_OPENED, "pr_opened_fork_iso_dates.json");
+        let pr = event.pull_request;
+        assert_eq!(pr.from_ref.repository.full_name(), "~BOB/network");
+        let event_repository = parse(events::PR_OPENED, &fixture("pr_opened_fork_iso_dates.json"))
+            .expect("parse")
+            .expect("handled");
+        assert_eq!(event_repository.repository().full_name(), "INFRA/network");
+        let created = pr.created_date.expect("created").0;
+        let updated = pr.updated_date.expect("updated").0;
+        assert_eq!(created.millisecond(), 796);
+        assert_eq!(created.to_offset(time::UtcOffset::UTC).hour(), 23);
+        assert_eq!(updated.to_offset(time::UtcOffset::UTC).hour(), 23);
+        let (_, millis) = pull_request(events::PR_OPENED, "pr_opened.json");
+        assert_eq!(
+            millis
+                .pull_request
+                .created_date
+                .map(|t| t.0.unix_timestamp()),
+            Some(1_764_140_291)
+        );
+    }
+
+    /// Timestamps in every form Bitbucket uses, and garbage refused.
+    #[test]
+    fn timestamps() {
+        for text in [
+            "2026-11-26T09:58:11+1000",
+            "2026-11-26T09:58:11+10:00",
+            "2026-11-25T23:58:11Z",
+            "2026-11-25T23:58:11.000+0000",
+        ] {
+            let at = parse_timestamp(text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(at.unix_timestamp(), 1_795_651_091, "{text}");
+        }
+        for text in ["", "yesterday", "2026-11-25", "+1000"] {
+            assert_eq!(parse_timestamp(text), None, "{text}");
+        }
+    }
+
+    /// Unhandled keys are not parsed; malformed bodies are errors of the right kind.
+    #[test]
+    fn malformed_bodies() {
+        assert!(matches!(parse("repo:forked", b"not even json"), Ok(None)));
+        let no_repository = br#"{"eventKey": "repo:refs_changed", "changes": []}"#;
         assert!(matches!(
-            event_repository(b"{\"test\": true}"),
+            parse(events::REFS_CHANGED, no_repository),
             Err(PayloadError::NoRepository)
         ));
         assert!(matches!(
-            event_repository(b"{not json"),
-            Err(PayloadError::Invalid(_))
+            parse(events::PR_OPENED, br#"{"actor": {"name": "x"}}"#),
+            Err(PayloadError::NoRepository)
         ));
+        for body in [
+            &b""[..],
+            b"{\"repository\": ",
+            br#"{"repository": {"slug": 5, "project": {"key": "P"}}}"#,
+            br#"{"repository": {"slug": "r", "project": {"key": "P"}}, "changes": "nope"}"#,
+        ] {
+            assert!(
+                matches!(
+                    parse(events::REFS_CHANGED, body),
+                    Err(PayloadError::Invalid(_))
+                ),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // A comment event without its comment is malformed.
+        let mut no_comment: serde_json::Value =
+            serde_json::from_slice(&fixture("pr_comment_added.json")).expect("json");
+        no_comment.as_object_mut().map(|o| o.remove("comment"));
+        let body = serde_json::to_vec(&no_comment).expect("json");
         assert!(matches!(
-            event_repository(b"{\"repository\": 5}"),
+            parse(events::PR_COMMENT_ADDED, &body),
             Err(PayloadError::Invalid(_))
         ));
     }

@@ -75,7 +75,7 @@ impl ControlLog {
         assignment.add_partition_offset(&topic, 0, Offset::Beginning)?;
         consumer.assign(&assignment)?;
 
-        let end = {
+        let (start, end) = {
             let producer = producer.clone();
             let topic = topic.clone();
             tokio::task::spawn_blocking(move || {
@@ -84,8 +84,17 @@ impl ControlLog {
                     .fetch_watermarks(&topic, 0, Duration::from_secs(30))
             })
             .await??
-            .1
         };
+        if start > 0 {
+            // Records before `start` were deleted by the broker: the registry will miss what
+            // they created, and commands depending on them will be rejected.
+            tracing::error!(
+                topic,
+                first_offset = start,
+                "the control log no longer starts at offset 0: its oldest records were deleted \
+                 (retention or the embedded broker's size limit); state built from it is incomplete"
+            );
+        }
 
         let (applied, _) = watch::channel(0);
         let shared = Arc::new(Shared {

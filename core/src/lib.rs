@@ -13,6 +13,7 @@
 //! - [`bitbucket`]: the lenient Bitbucket Data Center payload reader.
 //! - [`signature`]: `X-Hub-Signature` HMAC-SHA256 signing and verification.
 //! - [`kafka`]: building clients, creating topics, the embedded broker.
+//! - [`metrics`]: the Prometheus registry and every metric, labels from enums.
 //! - [`pipeline`]: the at-least-once consume → produce → store-offset loop.
 //! - [`secret`]: a string that never prints; [`crypto`]: secrets sealed at rest (AES-256-GCM).
 //! - [`clock`], [`ready`], [`telemetry`]: timestamps, the ready file, logging.
@@ -30,6 +31,7 @@ pub mod crypto;
 pub mod domain;
 pub mod fold;
 pub mod kafka;
+pub mod metrics;
 pub mod pipeline;
 pub mod ready;
 pub mod records;

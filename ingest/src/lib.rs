@@ -30,6 +30,7 @@ use inlet_core::CancellationToken;
 use inlet_core::config::IngestConfig;
 use inlet_core::control_log::ControlLog;
 use inlet_core::crypto::SecretsKey;
+use inlet_core::metrics::Metrics;
 use inlet_core::secret::Secret;
 use rdkafka::producer::FutureProducer;
 use tokio::net::TcpListener;
@@ -60,6 +61,8 @@ pub struct Deps {
     pub public_base_url: String,
     /// Longest drain on shutdown.
     pub drain: Duration,
+    /// The process's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Serves both listeners until `shutdown`, then drains them and flushes the producer.
@@ -79,6 +82,7 @@ pub async fn run(config: &IngestConfig, deps: Deps, shutdown: CancellationToken)
         deps.secrets_key.clone(),
         publisher,
         limits,
+        deps.metrics.ingest.clone(),
     ));
     let admin = Arc::new(Admin::new(
         deps.control,
@@ -88,6 +92,7 @@ pub async fn run(config: &IngestConfig, deps: Deps, shutdown: CancellationToken)
             public_base_url: deps.public_base_url,
             producer: deps.producer.clone(),
             triggers_topic: deps.triggers_topic,
+            metrics: deps.metrics,
         },
     ));
     let header_timeout = Duration::from_millis(config.header_read_timeout_ms);

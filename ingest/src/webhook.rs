@@ -1,11 +1,13 @@
 //! `POST /webhooks/bitbucket-datacenter/{integration}`: one function per step.
 //!
 //! route → find the integration (404) → bound in-flight work (503) → read the capped body (413) →
-//! answer pings → verify the signature on the raw bytes (401) → classify the event (202 ignored) →
-//! find the repository (400) → publish and wait for the broker (202, or 503 + Retry-After).
+//! answer pings → verify the signature on the raw bytes (401) → parse the event (400; unhandled
+//! keys 202 ignored) → publish and wait for the broker (202, or 503 + Retry-After).
+//!
+//! Each request ends in one [`Report`], which alone writes the log line and the metrics.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
@@ -15,6 +17,7 @@ use inlet_core::bitbucket::{self, events};
 use inlet_core::clock::now_rfc3339;
 use inlet_core::control_log::ControlLog;
 use inlet_core::crypto::SecretsKey;
+use inlet_core::metrics::{IngestMetrics, WebhookOutcome, event_label};
 use inlet_core::secret::Secret;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -32,7 +35,7 @@ pub const PATH_PREFIX: &str = "/webhooks/bitbucket-datacenter/";
 pub struct Limits {
     /// Largest body in bytes.
     pub max_body_bytes: usize,
-    /// Most publishes awaiting the broker at once.
+    /// Most requests being handled at once; beyond it, 503.
     pub max_in_flight: usize,
     /// Longest time to receive the body.
     pub body_timeout: Duration,
@@ -45,6 +48,7 @@ pub struct Webhooks<P> {
     publisher: P,
     limits: Limits,
     in_flight: Arc<Semaphore>,
+    metrics: IngestMetrics,
 }
 
 #[derive(Serialize)]
@@ -53,10 +57,62 @@ struct Accepted<'a> {
     delivery_id: &'a str,
 }
 
+/// What happened to one request: the single source of its log line and metrics.
+struct Report {
+    integration: String,
+    /// Whether the integration exists (only then is its name a metric label).
+    known: bool,
+    event_key: Option<String>,
+    delivery_id: Option<String>,
+    outcome: WebhookOutcome,
+    reason: Option<String>,
+}
+
+impl Report {
+    fn emit(&self, metrics: &IngestMetrics) {
+        let integration = if self.known {
+            self.integration.as_str()
+        } else {
+            "_unknown"
+        };
+        metrics
+            .requests
+            .with_label_values(&[
+                integration,
+                event_label(self.event_key.as_deref()),
+                self.outcome.as_str(),
+            ])
+            .inc();
+        let event_key = self.event_key.as_deref().unwrap_or_default();
+        let delivery_id = self.delivery_id.as_deref().unwrap_or_default();
+        match (self.outcome, &self.reason) {
+            (WebhookOutcome::Unavailable, reason) => tracing::warn!(
+                integration = %self.integration, %delivery_id, %event_key,
+                outcome = self.outcome.as_str(), reason = reason.as_deref().unwrap_or_default(),
+                "webhook not stored"
+            ),
+            (_, Some(reason)) => tracing::info!(
+                integration = %self.integration, %delivery_id, %event_key,
+                outcome = self.outcome.as_str(), %reason, "webhook refused"
+            ),
+            (_, None) => tracing::info!(
+                integration = %self.integration, %delivery_id, %event_key,
+                outcome = self.outcome.as_str(), "webhook received"
+            ),
+        }
+    }
+}
+
 impl<P: Publish> Webhooks<P> {
     /// The service over `control`'s registry, opening secrets with `secrets_key`, publishing
     /// through `publisher`.
-    pub fn new(control: ControlLog, secrets_key: SecretsKey, publisher: P, limits: Limits) -> Self {
+    pub fn new(
+        control: ControlLog,
+        secrets_key: SecretsKey,
+        publisher: P,
+        limits: Limits,
+        metrics: IngestMetrics,
+    ) -> Self {
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
         Webhooks {
             control,
@@ -64,6 +120,7 @@ impl<P: Publish> Webhooks<P> {
             publisher,
             limits,
             in_flight,
+            metrics,
         }
     }
 
@@ -87,30 +144,41 @@ impl<P: Publish> Webhooks<P> {
             )
             .into_response();
         }
-        let name = name.to_owned();
-        match self.receive(name.clone(), request).await {
+        let mut report = Report {
+            integration: name.to_owned(),
+            known: false,
+            event_key: header_str(request.headers(), "x-event-key"),
+            delivery_id: header_str(request.headers(), "x-request-id"),
+            outcome: WebhookOutcome::Accepted,
+            reason: None,
+        };
+        self.metrics.in_flight.inc();
+        let response = match self.receive(&mut report, request).await {
             Ok(response) => response,
             Err(err) => {
-                tracing::info!(integration = %name, status = err.status.as_u16(), code = err.code, reason = %err.message, "webhook rejected");
+                report.outcome = outcome_of(&err);
+                report.reason = Some(err.message.clone());
                 err.into_response()
             }
-        }
+        };
+        self.metrics.in_flight.dec();
+        report.emit(&self.metrics);
+        response
     }
 
     async fn receive<B>(
         &self,
-        name: String,
+        report: &mut Report,
         request: Request<B>,
     ) -> Result<Response<Full<Bytes>>, ApiError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        if self.control.read().integration(&name).is_none() {
-            return Err(ApiError::not_found(
-                "integration_not_found",
-                format!("no integration named `{name}`"),
-            ));
+        let name = report.integration.clone();
+        report.known = self.control.read().integration(&name).is_some();
+        if !report.known {
+            return Err(integration_not_found(&name));
         }
         let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
             return Err(ApiError::unavailable(
@@ -121,7 +189,7 @@ impl<P: Publish> Webhooks<P> {
         };
         let (parts, body) = request.into_parts();
         let body = self.read_body(&parts.headers, body).await?;
-        let event_key = header_str(&parts.headers, "x-event-key");
+        self.metrics.body_bytes.observe(body.len() as f64);
         let signature = parts
             .headers
             .get("x-hub-signature")
@@ -129,9 +197,10 @@ impl<P: Publish> Webhooks<P> {
 
         // Bitbucket's "Test connection" may be unsigned. A signed ping is verified, so the button
         // also tells an admin whether the secret is right.
-        let is_ping = event_key.as_deref() == Some(events::PING);
+        let is_ping = report.event_key.as_deref() == Some(events::PING);
         if is_ping && signature.is_none() {
-            return Ok(self.ping(&name));
+            report.outcome = WebhookOutcome::Ping;
+            return Ok(pong());
         }
 
         let unverified = Unverified {
@@ -142,39 +211,47 @@ impl<P: Publish> Webhooks<P> {
         let verified = unverified
             .verify(&self.control.read(), &self.secrets_key)
             .map_err(|err| match err {
-                VerifyError::UnknownIntegration => ApiError::not_found(
-                    "integration_not_found",
-                    format!("no integration named `{name}`"),
-                ),
-                VerifyError::Signature(err) => ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_signature",
-                    err.to_string(),
-                ),
+                VerifyError::UnknownIntegration => integration_not_found(&name),
+                VerifyError::Signature(err) => {
+                    self.metrics
+                        .signature_failures
+                        .with_label_values(&[err.as_str()])
+                        .inc();
+                    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_signature", err.to_string())
+                }
                 VerifyError::Sealed(err) => {
                     tracing::error!(integration = %name, error = %err, "cannot open the webhook secret");
                     ApiError::unavailable(
                         "secrets_key_mismatch",
-                        "this ingest cannot open the integration's secret; its operator must fix the secrets key",
+                        "this ingest cannot open the integration's secret; its operator must fix \
+                         the secrets key",
                         30,
                     )
                 }
             })?;
         if is_ping {
-            return Ok(self.ping(&name));
+            report.outcome = WebhookOutcome::Ping;
+            return Ok(pong());
         }
 
-        let delivery_id = header_str(&parts.headers, "x-request-id")
-            .unwrap_or_else(|| format!("inlet-{}", Secret::generate(16).expose()));
-        let Some(event_key) = event_key else {
+        let delivery_id = report
+            .delivery_id
+            .get_or_insert_with(|| format!("inlet-{}", Secret::generate(16).expose()))
+            .clone();
+        let Some(event_key) = report.event_key.clone() else {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "missing_event_key",
                 "the X-Event-Key header is missing",
             ));
         };
-        if !events::HANDLED.contains(&event_key.as_str()) {
-            tracing::info!(integration = %name, %delivery_id, event_key = %event_key, "event not handled; ignored");
+        let event = bitbucket::parse(&event_key, &verified.body).map_err(|err| {
+            ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", err.to_string())
+        })?;
+        let Some(event) = event else {
+            // A 4xx here would trip Bitbucket's circuit breaker for the whole endpoint.
+            report.outcome = WebhookOutcome::Ignored;
+            report.reason = Some("event not handled".to_owned());
             return Ok(json(
                 StatusCode::ACCEPTED,
                 &Accepted {
@@ -182,49 +259,43 @@ impl<P: Publish> Webhooks<P> {
                     delivery_id: &delivery_id,
                 },
             ));
-        }
-        let repository = bitbucket::event_repository(&verified.body).map_err(|err| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_payload", err.to_string())
-        })?;
+        };
 
         let record = WebhookRecord {
-            key: format!("{}/{}", name, repository.full_name()).to_lowercase(),
+            key: format!("{}/{}", name, event.repository().full_name()).to_lowercase(),
             delivery_id: delivery_id.clone(),
-            event_key: event_key.clone(),
+            event_key,
             received_at: now_rfc3339(),
             traceparent: header_str(&parts.headers, "traceparent"),
             control_offset: self.control.applied_offset(),
             verified,
         };
-        match self.publisher.publish(record).await {
-            Ok(()) => {
-                tracing::info!(integration = %name, %delivery_id, %event_key, repository = %repository.full_name(), "webhook accepted");
-                Ok(json(
-                    StatusCode::ACCEPTED,
-                    &Accepted {
-                        status: "accepted",
-                        delivery_id: &delivery_id,
-                    },
-                ))
-            }
+        let started = Instant::now();
+        let published = self.publisher.publish(record).await;
+        self.metrics
+            .publish_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match published {
+            Ok(()) => Ok(json(
+                StatusCode::ACCEPTED,
+                &Accepted {
+                    status: "accepted",
+                    delivery_id: &delivery_id,
+                },
+            )),
             Err(err) => {
-                tracing::warn!(integration = %name, %delivery_id, error = %err, "publish failed");
                 let code = match err {
                     PublishError::QueueFull => "saturated",
                     PublishError::Timeout | PublishError::Broker(_) => "broker_unavailable",
                 };
+                tracing::debug!(error = %err, "publish failed");
                 Err(ApiError::unavailable(
                     code,
-                    "the webhook could not be stored; retry shortly",
+                    format!("the webhook could not be stored ({err}); retry shortly"),
                     5,
                 ))
             }
         }
-    }
-
-    fn ping(&self, name: &str) -> Response<Full<Bytes>> {
-        tracing::info!(integration = %name, "ping answered");
-        json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
     }
 
     /// Reads the body, refusing more than the limit (by `Content-Length` up front, and while
@@ -274,6 +345,29 @@ impl<P: Publish> Webhooks<P> {
 impl<P: Publish> Service for Webhooks<P> {
     async fn call(&self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         self.handle(request).await
+    }
+}
+
+fn integration_not_found(name: &str) -> ApiError {
+    ApiError::not_found(
+        "integration_not_found",
+        format!("no integration named `{name}`"),
+    )
+}
+
+fn pong() -> Response<Full<Bytes>> {
+    json(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+}
+
+/// The metric outcome of an error answer.
+fn outcome_of(err: &ApiError) -> WebhookOutcome {
+    match err.status {
+        StatusCode::UNAUTHORIZED => WebhookOutcome::Unauthorized,
+        StatusCode::NOT_FOUND => WebhookOutcome::NotFound,
+        StatusCode::PAYLOAD_TOO_LARGE => WebhookOutcome::TooLarge,
+        StatusCode::REQUEST_TIMEOUT => WebhookOutcome::Timeout,
+        status if status.is_server_error() => WebhookOutcome::Unavailable,
+        _ => WebhookOutcome::BadRequest,
     }
 }
 

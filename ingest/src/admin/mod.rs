@@ -16,6 +16,9 @@ mod spaces;
 mod stacks;
 pub mod views;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -25,6 +28,7 @@ use inlet_core::control::ControlCommand;
 use inlet_core::control_log::{ControlError, ControlLog};
 use inlet_core::crypto::SecretsKey;
 use inlet_core::domain::{ROOT_SPACE, Role};
+use inlet_core::metrics::Metrics;
 use inlet_core::registry::Registry;
 use inlet_core::secret::Secret;
 use rdkafka::producer::FutureProducer;
@@ -53,6 +57,8 @@ pub struct AdminDeps {
     pub producer: FutureProducer,
     /// Where manual-run triggers go.
     pub triggers_topic: String,
+    /// The process's metrics, served at `/metrics`.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The admin listener's service.
@@ -78,8 +84,21 @@ impl Admin {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = request.uri().path().to_owned();
-        if path == "/healthz" {
-            return json(StatusCode::OK, &serde_json::json!({"status": "ok"}));
+        match path.as_str() {
+            // Alive: the process answers.
+            "/healthz" => return json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+            // Ready: the broker answers and this process has folded the whole control log.
+            "/readyz" => return self.readiness().await,
+            "/metrics" => {
+                let mut response =
+                    Response::new(Full::new(Bytes::from(self.deps.metrics.render())));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                return response;
+            }
+            _ => {}
         }
         if path == "/api/v1/openapi.json" && request.method() == Method::GET {
             return json(StatusCode::OK, &openapi::document());
@@ -169,6 +188,18 @@ impl Admin {
                 "method_not_allowed",
                 "method not allowed on this resource",
             )),
+        }
+    }
+
+    async fn readiness(&self) -> Response<Full<Bytes>> {
+        match tokio::time::timeout(Duration::from_secs(2), self.control.sync()).await {
+            Ok(Ok(())) => json(
+                StatusCode::OK,
+                &serde_json::json!({"status": "ready", "control_offset": self.control.applied_offset()}),
+            ),
+            Ok(Err(err)) => ApiError::unavailable("not_ready", err.to_string(), 5).into_response(),
+            Err(_) => ApiError::unavailable("not_ready", "the broker did not answer within 2 s", 5)
+                .into_response(),
         }
     }
 

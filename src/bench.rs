@@ -1,0 +1,890 @@
+//! `inlet bench`: a load generator shipped with the binary, as `redis-benchmark` or `pgbench` ship
+//! with their servers.
+//!
+//! It starts the dev pipeline in-process (or targets a running inlet), creates an integration and
+//! stacks, sends signed, realistic, unique pushes (varying repository, branch and commit) at a
+//! fixed rate or flat out, and reports accepted requests per second, errors by status, ingest
+//! latency percentiles and end-to-end latency from request to `RunDecision` on `inlet.runs`.
+//!
+//! At a fixed rate, latency is measured from when each request was *due*, not when it was sent, so
+//! a stalled server shows up in the percentiles (no coordinated omission). `--compare` also runs the
+//! same load against a bare hyper + HMAC + produce loop on the same broker: the ceiling for this
+//! design.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use clap::Args;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use inlet_core::CancellationToken;
+use inlet_core::config::Config;
+use inlet_core::kafka::{Kafka, header};
+use inlet_core::ready::ReadyInfo;
+use inlet_core::records::headers;
+use inlet_core::secret::Secret;
+use inlet_core::signature::sign;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::stages::{self, DevOptions};
+
+/// `inlet bench` flags.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Target a running inlet's webhook base URL instead of starting one in-process.
+    #[arg(long, value_name = "URL", requires = "admin_url")]
+    pub url: Option<String>,
+    /// The running inlet's admin base URL (key from INLET_ADMIN_KEY).
+    #[arg(long, value_name = "URL")]
+    pub admin_url: Option<String>,
+    /// Kafka bootstrap servers of the running inlet, for end-to-end latency.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub kafka_bootstrap_servers: Option<String>,
+    /// Requests per second; 0 sends flat out.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// Seconds of measured load.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Seconds of unmeasured load first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u64,
+    /// Size of each webhook body in bytes.
+    #[arg(long, default_value_t = 5000)]
+    pub body_bytes: usize,
+    /// Stacks to create.
+    #[arg(long, default_value_t = 1000)]
+    pub stacks: usize,
+    /// Repositories the stacks (and pushes) are spread over.
+    #[arg(long, default_value_t = 100)]
+    pub repositories: usize,
+    /// In-process: run only ingest (no router, no workers), to measure the edge alone.
+    #[arg(long)]
+    pub only_ingest: bool,
+    /// Also run the same load against a bare hyper + HMAC + produce loop and report the ratio.
+    #[arg(long)]
+    pub compare: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the benchmark.
+pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
+    if args.concurrency == 0 || args.repositories == 0 || args.duration == 0 {
+        bail!("--concurrency, --repositories and --duration must be at least 1");
+    }
+    let shutdown = CancellationToken::new();
+    let (target, pipeline) = match (&args.url, &args.admin_url) {
+        (Some(url), Some(admin_url)) => {
+            let key = std::env::var("INLET_ADMIN_KEY")
+                .context("targeting a running inlet needs INLET_ADMIN_KEY")?;
+            let ready = ReadyInfo {
+                webhook_base_url: Some(url.trim_end_matches('/').to_owned()),
+                admin_base_url: Some(admin_url.trim_end_matches('/').to_owned()),
+                admin_key: Some(key),
+                kafka_bootstrap_servers: args.kafka_bootstrap_servers.clone().unwrap_or_default(),
+                topic_prefix: config.kafka.topic_prefix.clone(),
+            };
+            (ready, None)
+        }
+        _ => {
+            let mut config = config.clone();
+            config.ingest.webhook_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+            config.ingest.admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+            // Bench traffic is not capped by the in-flight limit it measures against.
+            config.ingest.max_in_flight = config.ingest.max_in_flight.max(args.concurrency * 2);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let only_ingest = args.only_ingest;
+            let stop = shutdown.clone();
+            let task = tokio::spawn(async move {
+                stages::dev(
+                    config,
+                    DevOptions {
+                        only_ingest,
+                        on_ready: Some(tx),
+                        quiet: true,
+                        ..DevOptions::default()
+                    },
+                    stop,
+                )
+                .await
+            });
+            let ready = rx.await.context("the in-process pipeline did not start")?;
+            (ready, Some(task))
+        }
+    };
+
+    let setup = Setup::create(&target, &args).await?;
+    eprintln!(
+        "bench: {} stacks on {} repositories ready; {} s warmup, {} s measured, {}, {} connections, {}-byte bodies",
+        args.stacks,
+        args.repositories,
+        args.warmup,
+        args.duration,
+        rate_text(args.rate),
+        args.concurrency,
+        args.body_bytes
+    );
+
+    let e2e = if args.only_ingest || target.kafka_bootstrap_servers.is_empty() {
+        None
+    } else {
+        Some(DecisionWatch::start(&config, &target).await?)
+    };
+    let inlet_url = format!(
+        "{}/webhooks/bitbucket-datacenter/{}",
+        target.webhook_base_url.as_deref().unwrap_or_default(),
+        setup.integration
+    );
+    let inlet = load(&args, &inlet_url, &setup, e2e.as_ref()).await?;
+    let e2e_report = match &e2e {
+        Some(watch) => Some(watch.finish(inlet.accepted).await),
+        None => None,
+    };
+
+    let baseline = if args.compare {
+        let (url, stop) = baseline::start(&config, &target, &setup.secret).await?;
+        let report = load(&args, &url, &setup, None).await?;
+        stop.cancel();
+        Some(report)
+    } else {
+        None
+    };
+
+    let report = Report {
+        rate: args.rate,
+        concurrency: args.concurrency,
+        duration_secs: args.duration,
+        body_bytes: args.body_bytes,
+        stacks: args.stacks,
+        repositories: args.repositories,
+        only_ingest: args.only_ingest,
+        ratio_to_baseline: baseline
+            .as_ref()
+            .map(|b| inlet.accepted_per_sec / b.accepted_per_sec.max(1e-9)),
+        inlet,
+        end_to_end: e2e_report,
+        baseline,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        report.print();
+    }
+
+    // Close every client of the embedded broker before the pipeline stops it.
+    drop(e2e);
+    shutdown.cancel();
+    if let Some(task) = pipeline {
+        task.await??;
+    }
+    Ok(())
+}
+
+fn rate_text(rate: u64) -> String {
+    if rate == 0 {
+        "flat out".to_owned()
+    } else {
+        format!("{rate} req/s")
+    }
+}
+
+/// The integration, its secret and the body template the load uses.
+struct Setup {
+    integration: String,
+    secret: Secret,
+    template: Template,
+}
+
+impl Setup {
+    async fn create(target: &ReadyInfo, args: &BenchArgs) -> anyhow::Result<Setup> {
+        let admin = Admin {
+            base: format!(
+                "{}/api/v1",
+                target.admin_base_url.as_deref().unwrap_or_default()
+            ),
+            key: target.admin_key.clone().unwrap_or_default(),
+        };
+        let integration = format!("bench-{}", Secret::generate(3).expose());
+        admin
+            .call(
+                "POST",
+                "/integrations",
+                json!({"name": integration, "api_host_url": "https://bitbucket.example.com"}),
+                201,
+            )
+            .await?;
+        let details = admin
+            .call(
+                "GET",
+                &format!("/integrations/{integration}/details"),
+                Value::Null,
+                200,
+            )
+            .await?;
+        let secret = Secret::new(
+            details["webhook_secret"]
+                .as_str()
+                .context("details without a secret")?,
+        );
+        // Stacks go in concurrently: the control log serialises them anyway.
+        let next = Arc::new(AtomicU64::new(0));
+        let mut workers = Vec::new();
+        for _ in 0..32 {
+            let (admin, next, integration) = (admin.clone(), next.clone(), integration.clone());
+            let (stacks, repositories) = (args.stacks as u64, args.repositories as u64);
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= stacks {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    // The first stack of each repository tracks main; the others other branches.
+                    let branch = if i < repositories {
+                        "main".to_owned()
+                    } else {
+                        format!("env-{}", i / repositories)
+                    };
+                    admin
+                        .call(
+                            "POST",
+                            "/stacks",
+                            json!({"id": format!("{integration}-{i}"), "name": format!("stack {i}"),
+                                   "integration": integration,
+                                   "repository": format!("BENCH/repo-{}", i % repositories),
+                                   "branch": branch}),
+                            201,
+                        )
+                        .await?;
+                }
+            }));
+        }
+        for worker in workers {
+            worker.await??;
+        }
+        Ok(Setup {
+            integration,
+            secret,
+            template: Template::new(args.body_bytes),
+        })
+    }
+}
+
+/// A tiny admin API client.
+#[derive(Clone)]
+struct Admin {
+    base: String,
+    key: String,
+}
+
+impl Admin {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+        expect: u16,
+    ) -> anyhow::Result<Value> {
+        let url: hyper::Uri = format!("{}{path}", self.base).parse()?;
+        let authority = url.authority().context("URL without host")?.clone();
+        let stream = TcpStream::connect(authority.as_str()).await?;
+        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let body = if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        };
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(url.path())
+            .header("host", authority.as_str())
+            .header("authorization", format!("Bearer {}", self.key))
+            .header("content-type", "application/json")
+            .body(Full::new(body))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if status != expect {
+            bail!(
+                "{method} {path}: {status} {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+}
+
+/// A realistic push body split around what varies per request.
+struct Template {
+    parts: Vec<String>,
+}
+
+impl Template {
+    /// A `repo:refs_changed` body of about `size` bytes, padded with a repository description.
+    fn new(size: usize) -> Template {
+        let body = |description: &str| {
+            json!({
+                "eventKey": "repo:refs_changed",
+                "date": "2026-11-26T09:58:11+1000",
+                "actor": {"name": "bench", "emailAddress": "bench@example.com", "id": 7,
+                          "displayName": "Bench Bot", "active": true, "slug": "bench", "type": "NORMAL",
+                          "links": {"self": [{"href": "https://bitbucket.example.com/users/bench"}]}},
+                "repository": {"slug": "{{REPO}}", "id": 84, "name": "{{REPO}}", "scmId": "git",
+                    "state": "AVAILABLE", "statusMessage": "Available", "forkable": true,
+                    "description": description,
+                    "project": {"key": "BENCH", "id": 12, "name": "Bench", "public": false, "type": "NORMAL",
+                                "links": {"self": [{"href": "https://bitbucket.example.com/projects/BENCH"}]}},
+                    "public": false, "archived": false,
+                    "links": {"clone": [
+                        {"href": "ssh://git@bitbucket.example.com:7999/bench/{{REPO}}.git", "name": "ssh"},
+                        {"href": "https://bitbucket.example.com/scm/bench/{{REPO}}.git", "name": "http"}],
+                        "self": [{"href": "https://bitbucket.example.com/projects/BENCH/repos/{{REPO}}/browse"}]}},
+                "changes": [{"ref": {"id": "refs/heads/{{BRANCH}}", "displayId": "{{BRANCH}}", "type": "BRANCH"},
+                             "refId": "refs/heads/{{BRANCH}}",
+                             "fromHash": "ecddabb624f6f5ba43816f5926e580a5f680a932",
+                             "toHash": "{{SHA}}", "type": "UPDATE"}]
+            })
+            .to_string()
+        };
+        let bare = body("").len();
+        let filler = "Terraform for the shared network: VPCs, peering, transit gateways. ";
+        let description: String = filler
+            .chars()
+            .cycle()
+            .take(size.saturating_sub(bare + 40))
+            .collect();
+        let text = body(&description);
+        let mut parts = Vec::new();
+        let mut rest = text.as_str();
+        // Compact JSON never holds `{{` outside a string, so the markers split it safely.
+        while let Some(at) = rest.find("{{") {
+            let end = rest[at..]
+                .find("}}")
+                .map(|e| at + e + 2)
+                .unwrap_or(rest.len());
+            parts.push(rest[..at].to_owned());
+            parts.push(rest[at..end].to_owned());
+            rest = &rest[end..];
+        }
+        parts.push(rest.to_owned());
+        Template { parts }
+    }
+
+    /// The body of request `n`: repository, branch and commit vary, the commit always unique.
+    fn render(&self, n: u64, repositories: u64) -> Vec<u8> {
+        let repo = format!("repo-{}", n % repositories);
+        // Every fourth push goes to a feature branch (proposed runs), the rest to main.
+        let branch = if n % 4 == 3 {
+            format!("feature-{}", n % 97)
+        } else {
+            "main".to_owned()
+        };
+        let sha = format!("{n:040x}");
+        let mut out = String::with_capacity(self.parts.iter().map(String::len).sum::<usize>() + 64);
+        for part in &self.parts {
+            match part.as_str() {
+                "{{REPO}}" => out.push_str(&repo),
+                "{{BRANCH}}" => out.push_str(&branch),
+                "{{SHA}}" => out.push_str(&sha),
+                other => out.push_str(other),
+            }
+        }
+        out.into_bytes()
+    }
+}
+
+/// What one load phase measured.
+#[derive(Debug, Serialize)]
+struct LoadReport {
+    accepted: u64,
+    accepted_per_sec: f64,
+    errors: BTreeMap<String, u64>,
+    latency_ms: Percentiles,
+    cpu_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct Percentiles {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+impl Percentiles {
+    fn of(histogram: &Histogram<u64>) -> Percentiles {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        Percentiles {
+            p50: ms(histogram.value_at_quantile(0.5)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p999: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Tally {
+    accepted: u64,
+    errors: BTreeMap<String, u64>,
+}
+
+/// Runs warmup and measured load against `url`.
+async fn load(
+    args: &BenchArgs,
+    url: &str,
+    setup: &Setup,
+    watch: Option<&DecisionWatch>,
+) -> anyhow::Result<LoadReport> {
+    let uri: hyper::Uri = url.parse()?;
+    let authority = uri.authority().context("URL without host")?.to_string();
+    let path = uri.path().to_owned();
+    let start = Instant::now() + Duration::from_millis(100);
+    let measure_from = start + Duration::from_secs(args.warmup);
+    let stop_at = measure_from + Duration::from_secs(args.duration);
+    let counter = Arc::new(AtomicU64::new(0));
+    let serial = Arc::new(AtomicU64::new(rand_start()));
+    let cpu_before = cpu_seconds();
+    let template = Arc::new(setup.template.parts.clone());
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let stream = TcpStream::connect(&authority).await?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(connection);
+        let (counter, serial, template) = (counter.clone(), serial.clone(), template.clone());
+        let (authority, path, secret) = (authority.clone(), path.clone(), setup.secret.clone());
+        let (rate, repositories) = (args.rate, args.repositories as u64);
+        let pending = watch.map(|w| w.pending.clone());
+        tasks.push(tokio::spawn(async move {
+            let template = Template {
+                parts: (*template).clone(),
+            };
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .unwrap_or_else(|_| unreachable!("valid bounds"));
+            let mut tally = Tally::default();
+            loop {
+                let index = counter.fetch_add(1, Ordering::Relaxed);
+                // When the request is due: at a fixed rate, its slot; flat out, now.
+                let due = match (index * 1_000_000_000).checked_div(rate) {
+                    Some(nanos) => start + Duration::from_nanos(nanos),
+                    None => Instant::now(),
+                };
+                if due >= stop_at {
+                    break;
+                }
+                if rate > 0 {
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let n = serial.fetch_add(1, Ordering::Relaxed);
+                let body = template.render(n, repositories);
+                let signature = sign(&secret, &body);
+                let delivery = format!("bench-{n}");
+                let request = hyper::Request::builder()
+                    .method("POST")
+                    .uri(path.as_str())
+                    .header("host", authority.as_str())
+                    .header("content-type", "application/json; charset=UTF-8")
+                    .header("x-event-key", "repo:refs_changed")
+                    .header("x-request-id", delivery.as_str())
+                    .header("x-hub-signature", signature)
+                    .body(Full::new(Bytes::from(body)))?;
+                let measured = due >= measure_from;
+                if let (true, Some(pending)) = (measured, &pending) {
+                    pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(delivery, due);
+                }
+                let response = sender.send_request(request).await?;
+                let status = response.status().as_u16();
+                response.into_body().collect().await?;
+                if !measured {
+                    continue;
+                }
+                let micros = due.elapsed().as_micros().max(1) as u64;
+                let _ = histogram.record(micros);
+                if status == 202 {
+                    tally.accepted += 1;
+                } else {
+                    *tally.errors.entry(status.to_string()).or_default() += 1;
+                }
+            }
+            Ok::<_, anyhow::Error>((histogram, tally))
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut tally = Tally::default();
+    for task in tasks {
+        let (h, t) = task.await??;
+        histogram.add(h)?;
+        tally.accepted += t.accepted;
+        for (status, count) in t.errors {
+            *tally.errors.entry(status).or_default() += count;
+        }
+    }
+    let elapsed = Instant::now()
+        .saturating_duration_since(measure_from)
+        .as_secs_f64()
+        .max(1e-9);
+    let elapsed = elapsed.min(args.duration as f64).max(1e-9);
+    Ok(LoadReport {
+        accepted: tally.accepted,
+        accepted_per_sec: tally.accepted as f64 / elapsed,
+        errors: tally.errors,
+        latency_ms: Percentiles::of(&histogram),
+        cpu_seconds: cpu_seconds() - cpu_before,
+    })
+}
+
+/// A random starting serial, so repeated runs against one pipeline send new commits.
+fn rand_start() -> u64 {
+    let hex = Secret::generate(4);
+    u64::from_str_radix(hex.expose(), 16).unwrap_or_default() << 24
+}
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
+    // Linux reports them in USER_HZ, 100 on every mainstream architecture.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// Follows `inlet.runs` and measures from each request's due time to its first decision.
+struct DecisionWatch {
+    pending: Arc<Mutex<HashMap<String, Instant>>>,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+    decided: Arc<AtomicU64>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DecisionWatch {
+    async fn start(config: &Config, target: &ReadyInfo) -> anyhow::Result<DecisionWatch> {
+        let kafka = Kafka::new(&config.kafka, &target.kafka_bootstrap_servers, true);
+        let consumer: StreamConsumer = kafka.reader().await?;
+        let topic = format!("{}runs", target.topic_prefix);
+        let partitions = {
+            let topic = topic.clone();
+            let probe = kafka.reader().await?;
+            tokio::task::spawn_blocking(move || {
+                probe
+                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
+                    .map(|m| {
+                        m.topics()
+                            .first()
+                            .map(|t| t.partitions().len())
+                            .unwrap_or(0)
+                    })
+            })
+            .await??
+        };
+        let mut assignment = TopicPartitionList::new();
+        for partition in 0..partitions as i32 {
+            assignment.add_partition_offset(&topic, partition, Offset::End)?;
+        }
+        consumer.assign(&assignment)?;
+        let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+            1,
+            600_000_000,
+            3,
+        )?));
+        let decided = Arc::new(AtomicU64::new(0));
+        let stop = CancellationToken::new();
+        let task = {
+            let (pending, histogram, decided, stop) = (
+                pending.clone(),
+                histogram.clone(),
+                decided.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let message = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        message = consumer.recv() => message,
+                    };
+                    let Ok(message) = message else { continue };
+                    let Some(delivery) = header(&message, headers::DELIVERY_ID) else {
+                        continue;
+                    };
+                    let due = pending
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(delivery);
+                    if let Some(due) = due {
+                        let micros = due.elapsed().as_micros().max(1) as u64;
+                        let _ = histogram
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .record(micros);
+                        decided.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let _ = message.offset();
+                }
+            })
+        };
+        Ok(DecisionWatch {
+            pending,
+            histogram,
+            decided,
+            stop,
+            task,
+        })
+    }
+
+    /// Waits (up to 30 s) for the decisions of the accepted requests, then reports.
+    async fn finish(&self, accepted: u64) -> EndToEnd {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.decided.load(Ordering::Relaxed) < accepted && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.stop.cancel();
+        let histogram = self.histogram.lock().unwrap_or_else(|p| p.into_inner());
+        EndToEnd {
+            decided: self.decided.load(Ordering::Relaxed),
+            latency_ms: Percentiles::of(&histogram),
+        }
+    }
+}
+
+impl Drop for DecisionWatch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct EndToEnd {
+    decided: u64,
+    latency_ms: Percentiles,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    rate: u64,
+    concurrency: usize,
+    duration_secs: u64,
+    body_bytes: usize,
+    stacks: usize,
+    repositories: usize,
+    only_ingest: bool,
+    inlet: LoadReport,
+    end_to_end: Option<EndToEnd>,
+    baseline: Option<LoadReport>,
+    ratio_to_baseline: Option<f64>,
+}
+
+impl Report {
+    fn print(&self) {
+        let phase = |name: &str, report: &LoadReport| {
+            println!("{name}");
+            println!(
+                "  accepted        {} ({:.0}/s)",
+                report.accepted, report.accepted_per_sec
+            );
+            let errors: Vec<String> = report
+                .errors
+                .iter()
+                .map(|(status, count)| format!("{status}: {count}"))
+                .collect();
+            println!(
+                "  errors          {}",
+                if errors.is_empty() {
+                    "none".to_owned()
+                } else {
+                    errors.join(", ")
+                }
+            );
+            let l = &report.latency_ms;
+            println!(
+                "  latency         p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms",
+                l.p50, l.p99, l.p999, l.max
+            );
+            println!(
+                "  CPU             {:.1} s for the whole process ({:.2} cores)",
+                report.cpu_seconds,
+                report.cpu_seconds / (self.duration_secs as f64)
+            );
+        };
+        println!(
+            "inlet bench: {} s at {}, {} connections, {}-byte bodies, {} stacks on {} repositories{}",
+            self.duration_secs,
+            rate_text(self.rate),
+            self.concurrency,
+            self.body_bytes,
+            self.stacks,
+            self.repositories,
+            if self.only_ingest {
+                ", ingest only"
+            } else {
+                ""
+            }
+        );
+        phase("inlet", &self.inlet);
+        if let Some(e2e) = &self.end_to_end {
+            let l = &e2e.latency_ms;
+            println!(
+                "  end-to-end      p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms  ({} of {} decided)",
+                l.p50, l.p99, l.p999, l.max, e2e.decided, self.inlet.accepted
+            );
+        }
+        if let Some(baseline) = &self.baseline {
+            phase("bare hyper + HMAC + produce", baseline);
+        }
+        if let Some(ratio) = self.ratio_to_baseline {
+            println!("inlet / bare loop: {ratio:.2}");
+        }
+    }
+}
+
+/// The ceiling for this design: a bare hyper server that verifies the HMAC and produces the body,
+/// answering once the broker acknowledged. No routing table, limits, parsing or metrics.
+mod baseline {
+    use super::*;
+    use hyper::server::conn::http1 as server;
+    use hyper::service::service_fn;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use std::convert::Infallible;
+
+    pub async fn start(
+        config: &Config,
+        target: &ReadyInfo,
+        secret: &Secret,
+    ) -> anyhow::Result<(String, CancellationToken)> {
+        if target.kafka_bootstrap_servers.is_empty() {
+            bail!("--compare needs the Kafka bootstrap servers");
+        }
+        let kafka = Kafka::new(&config.kafka, &target.kafka_bootstrap_servers, true);
+        let producer: FutureProducer = kafka.producer().await?;
+        let topic = format!("{}webhooks", target.topic_prefix);
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let url = format!("http://{}/bare", listener.local_addr()?);
+        let stop = CancellationToken::new();
+        let secret = secret.clone();
+        let token = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = token.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, _)) => stream,
+                        Err(_) => continue,
+                    },
+                };
+                let _ = stream.set_nodelay(true);
+                let (producer, topic, secret) = (producer.clone(), topic.clone(), secret.clone());
+                tokio::spawn(async move {
+                    let service =
+                        service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                            let (producer, topic, secret) =
+                                (producer.clone(), topic.clone(), secret.clone());
+                            async move {
+                                let signature = request
+                                    .headers()
+                                    .get("x-hub-signature")
+                                    .map(|v| v.as_bytes().to_vec());
+                                // Keyed like inlet's records (which are keyed by repository), so
+                                // both spread over partitions alike.
+                                let key = request
+                                    .headers()
+                                    .get("x-request-id")
+                                    .map(|v| v.as_bytes().to_vec())
+                                    .unwrap_or_default();
+                                let body = request
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map(|b| b.to_bytes())
+                                    .unwrap_or_default();
+                                let status = if inlet_core::signature::verify(
+                                    signature.as_deref(),
+                                    &body,
+                                    [&secret],
+                                )
+                                .is_err()
+                                {
+                                    401
+                                } else {
+                                    match producer
+                                        .send(
+                                            FutureRecord::to(&topic)
+                                                .key(key.as_slice())
+                                                .payload(body.as_ref()),
+                                            Duration::from_secs(5),
+                                        )
+                                        .await
+                                    {
+                                        Ok(_) => 202,
+                                        Err(_) => 503,
+                                    }
+                                };
+                                let mut response = hyper::Response::new(Full::new(Bytes::new()));
+                                *response.status_mut() =
+                                    hyper::StatusCode::from_u16(status).unwrap_or_default();
+                                Ok::<_, Infallible>(response)
+                            }
+                        });
+                    let _ = server::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok((url, stop))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rendered bodies are the requested size, valid pushes, and unique per request.
+    #[test]
+    fn template_renders_unique_valid_pushes() {
+        let template = Template::new(5000);
+        let a = template.render(1, 10);
+        let b = template.render(2, 10);
+        assert!((4900..=5100).contains(&a.len()), "{}", a.len());
+        assert_ne!(a, b);
+        let push = inlet_core::bitbucket::parse_refs_changed(&a).expect("valid push");
+        assert_eq!(push.repository.full_name(), "BENCH/repo-1");
+        assert_eq!(push.changes[0].to_hash, format!("{:040x}", 1));
+        let feature = template.render(3, 10);
+        let push = inlet_core::bitbucket::parse_refs_changed(&feature).expect("valid push");
+        assert_eq!(push.changes[0].reference.short_name(), "feature-3");
+    }
+}
