@@ -82,6 +82,9 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Profiling aid: skip the inlet phase and load only the bare loop (implies --compare).
+    #[arg(long, hide = true)]
+    pub baseline_only: bool,
 }
 
 /// Runs the benchmark.
@@ -152,13 +155,17 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         target.webhook_base_url.as_deref().unwrap_or_default(),
         setup.integration
     );
-    let inlet = load(&args, &inlet_url, &setup, e2e.as_ref()).await?;
+    let inlet = if args.baseline_only {
+        LoadReport::empty()
+    } else {
+        load(&args, &inlet_url, &setup, e2e.as_ref()).await?
+    };
     let e2e_report = match &e2e {
         Some(watch) => Some(watch.finish(inlet.accepted).await),
         None => None,
     };
 
-    let baseline = if args.compare {
+    let baseline = if args.compare || args.baseline_only {
         let (url, stop) = baseline::start(&config, &target, &setup.secret).await?;
         let report = load(&args, &url, &setup, None).await?;
         stop.cancel();
@@ -417,7 +424,28 @@ struct LoadReport {
     accepted_per_sec: f64,
     errors: BTreeMap<String, u64>,
     latency_ms: Percentiles,
+    /// CPU the whole process used during the phase, warmup included.
     cpu_seconds: f64,
+    /// Wall-clock length of the phase, warmup included.
+    wall_seconds: f64,
+}
+
+impl LoadReport {
+    fn empty() -> LoadReport {
+        LoadReport {
+            accepted: 0,
+            accepted_per_sec: 0.0,
+            errors: BTreeMap::new(),
+            latency_ms: Percentiles {
+                p50: 0.0,
+                p99: 0.0,
+                p999: 0.0,
+                max: 0.0,
+            },
+            cpu_seconds: 0.0,
+            wall_seconds: 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -462,6 +490,7 @@ async fn load(
     let counter = Arc::new(AtomicU64::new(0));
     let serial = Arc::new(AtomicU64::new(rand_start()));
     let cpu_before = cpu_seconds();
+    let wall_before = Instant::now();
     let template = Arc::new(setup.template.parts.clone());
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
@@ -471,6 +500,7 @@ async fn load(
         tokio::spawn(connection);
         let (counter, serial, template) = (counter.clone(), serial.clone(), template.clone());
         let (authority, path, secret) = (authority.clone(), path.clone(), setup.secret.clone());
+        let integration = setup.integration.clone();
         let (rate, repositories) = (args.rate, args.repositories as u64);
         let pending = watch.map(|w| w.pending.clone());
         tasks.push(tokio::spawn(async move {
@@ -495,6 +525,7 @@ async fn load(
                 }
                 let n = serial.fetch_add(1, Ordering::Relaxed);
                 let body = template.render(n, repositories);
+                let bench_key = format!("{integration}/bench/repo-{}", n % repositories);
                 let signature = sign(&secret, &body);
                 let delivery = format!("bench-{n}");
                 let request = hyper::Request::builder()
@@ -504,6 +535,7 @@ async fn load(
                     .header("content-type", "application/json; charset=UTF-8")
                     .header("x-event-key", "repo:refs_changed")
                     .header("x-request-id", delivery.as_str())
+                    .header("x-bench-key", bench_key)
                     .header("x-hub-signature", signature)
                     .body(Full::new(Bytes::from(body)))?;
                 let measured = due >= measure_from;
@@ -551,6 +583,7 @@ async fn load(
         errors: tally.errors,
         latency_ms: Percentiles::of(&histogram),
         cpu_seconds: cpu_seconds() - cpu_before,
+        wall_seconds: wall_before.elapsed().as_secs_f64(),
     })
 }
 
@@ -735,9 +768,10 @@ impl Report {
                 l.p50, l.p99, l.p999, l.max
             );
             println!(
-                "  CPU             {:.1} s for the whole process ({:.2} cores)",
+                "  CPU             {:.1} s in {:.1} s for the whole process, load generator included ({:.2} cores)",
                 report.cpu_seconds,
-                report.cpu_seconds / (self.duration_secs as f64)
+                report.wall_seconds,
+                report.cpu_seconds / report.wall_seconds.max(1e-9)
             );
         };
         println!(
