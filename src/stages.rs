@@ -156,7 +156,7 @@ async fn router_deps(config: &Config, connected: &Connected) -> anyhow::Result<i
         .await?,
         producer: connected.producer.clone(),
         control: connected.control.clone(),
-        triggers_topic: connected.topics.triggers(),
+        topics: connected.topics.clone(),
         drain: drain(config),
     })
 }
@@ -174,7 +174,7 @@ async fn workers_deps(
         .await?,
         producer: connected.producer.clone(),
         control: connected.control.clone(),
-        runs_topic: connected.topics.runs(),
+        topics: connected.topics.clone(),
         drain: drain(config),
     })
 }

@@ -14,7 +14,8 @@
 //! - [`signature`]: `X-Hub-Signature` HMAC-SHA256 signing and verification.
 //! - [`kafka`]: building clients, creating topics, the embedded broker.
 //! - [`metrics`]: the Prometheus registry and every metric, labels from enums.
-//! - [`pipeline`]: the at-least-once consume → produce → store-offset loop.
+//! - [`pipeline`]: the at-least-once consume → produce → store-offset loop, with dead letters.
+//! - [`dedup`]: bounded, time-windowed memory of what was already processed.
 //! - [`secret`]: a string that never prints; [`crypto`]: secrets sealed at rest (AES-256-GCM).
 //! - [`clock`], [`ready`], [`telemetry`]: timestamps, the ready file, logging.
 
@@ -28,6 +29,7 @@ pub mod config;
 pub mod control;
 pub mod control_log;
 pub mod crypto;
+pub mod dedup;
 pub mod domain;
 pub mod fold;
 pub mod kafka;

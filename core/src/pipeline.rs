@@ -4,6 +4,9 @@
 //! of that input and of all inputs before it was acknowledged by the broker. A crash replays the
 //! unacknowledged tail; outputs carry deterministic ids so consumers can deduplicate the replay.
 //!
+//! A record the handler cannot process ([`Poison`]) goes to the dead-letter topic with its key,
+//! value and headers plus `inlet-error*` headers, and the partition moves on.
+//!
 //! Outputs are handed to the producer in input order, so per-key order carries from input to output.
 //! A delivery that fails after librdkafka's own retries is re-sent until it succeeds; only that rare
 //! re-send can land after a later record of the same key.
@@ -47,10 +50,68 @@ impl Output {
     }
 }
 
+/// A record a stage cannot process: retrying would fail the same way.
+#[derive(Debug, Clone)]
+pub struct Poison {
+    /// Why, for the `inlet-error` header and logs.
+    pub reason: String,
+    /// Records to produce besides the dead letter (e.g. a delivery event saying so).
+    pub outputs: Vec<Output>,
+}
+
 /// What a stage does with one input record.
 pub trait Handler {
-    /// The outputs for `message`. Handlers log and count what they skip; they do not fail.
-    fn handle(&self, message: &OwnedMessage) -> impl Future<Output = Vec<Output>> + Send;
+    /// The stage's name, for dead letters.
+    fn stage(&self) -> &'static str;
+
+    /// The outputs for `message`, or why it is poison. Transient trouble (the broker) is the
+    /// pipeline's to retry; a handler fails only for records that can never be processed.
+    fn handle(
+        &self,
+        message: &OwnedMessage,
+    ) -> impl Future<Output = Result<Vec<Output>, Poison>> + Send;
+}
+
+/// The dead letter of `message`: its key, value and headers, plus why and where from.
+fn dead_letter(dlq_topic: &str, stage: &str, message: &OwnedMessage, reason: &str) -> Output {
+    use rdkafka::message::{Header, Headers};
+    let mut headers = OwnedHeaders::new();
+    if let Some(original) = message.headers() {
+        for header in original.iter() {
+            headers = headers.insert(Header {
+                key: header.key,
+                value: header.value,
+            });
+        }
+    }
+    let source = format!(
+        "{}/{}/{}",
+        message.topic(),
+        message.partition(),
+        message.offset()
+    );
+    headers = headers
+        .insert(Header {
+            key: crate::records::headers::ERROR_STAGE,
+            value: Some(stage),
+        })
+        .insert(Header {
+            key: crate::records::headers::ERROR,
+            value: Some(reason),
+        })
+        .insert(Header {
+            key: crate::records::headers::ERROR_SOURCE,
+            value: Some(&source),
+        });
+    Output {
+        topic: dlq_topic.to_owned(),
+        key: message
+            .key()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .unwrap_or_default(),
+        payload: message.payload().unwrap_or_default().to_vec(),
+        headers: Some(headers),
+    }
 }
 
 /// Where an input came from, to store its offset once its outputs are acknowledged.
@@ -68,6 +129,7 @@ pub async fn run<H: Handler>(
     consumer: StreamConsumer,
     producer: FutureProducer,
     handler: H,
+    dlq_topic: String,
     max_in_flight: usize,
     drain: Duration,
     shutdown: CancellationToken,
@@ -95,7 +157,22 @@ pub async fn run<H: Handler>(
                     partition: message.partition(),
                     offset: message.offset(),
                 };
-                let outputs = handler.handle(&message).await;
+                let outputs = match handler.handle(&message).await {
+                    Ok(outputs) => outputs,
+                    Err(poison) => {
+                        tracing::error!(
+                            stage = handler.stage(),
+                            topic = message.topic(),
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            reason = %poison.reason,
+                            "unprocessable record sent to the dead-letter topic"
+                        );
+                        let mut outputs = poison.outputs;
+                        outputs.push(dead_letter(&dlq_topic, handler.stage(), &message, &poison.reason));
+                        outputs
+                    }
+                };
                 let mut deliveries = Vec::with_capacity(outputs.len());
                 for output in outputs {
                     let delivery = enqueue(&producer, &output, &shutdown).await;

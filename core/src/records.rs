@@ -8,6 +8,8 @@ use sha2::{Digest, Sha256};
 pub const TRIGGER_SCHEMA: &str = "inlet.trigger/v1";
 /// Version tag of [`RunDecision`].
 pub const RUN_SCHEMA: &str = "inlet.run/v1";
+/// Version tag of [`DeliveryEvent`].
+pub const DELIVERY_SCHEMA: &str = "inlet.delivery/v1";
 
 /// Header names of records on `inlet.webhooks` (the value is the raw request body).
 pub mod headers {
@@ -26,6 +28,15 @@ pub mod headers {
     /// The control-log offset ingest had applied when it accepted the request. A later stage waits
     /// until its own fold reached it, so a stack created before the push is always seen.
     pub const CONTROL_OFFSET: &str = "inlet-control-offset";
+    /// Present (`true`) on a webhook re-published by redelivery or replay: the router's duplicate
+    /// filter lets it through (run deduplication still applies).
+    pub const REDELIVERY: &str = "inlet-redelivery";
+    /// On `inlet.dlq`: the stage that gave up on the record.
+    pub const ERROR_STAGE: &str = "inlet-error-stage";
+    /// On `inlet.dlq`: why.
+    pub const ERROR: &str = "inlet-error";
+    /// On `inlet.dlq`: where the record came from, `topic/partition/offset`.
+    pub const ERROR_SOURCE: &str = "inlet-error-source";
 }
 
 /// Whether a run applies changes (tracked) or only plans them (proposed).
@@ -170,6 +181,118 @@ pub struct RunDecision {
     pub blocked_reason: Option<BlockedReason>,
     /// When the worker decided (RFC 3339).
     pub decided_at: String,
+}
+
+/// The stage that wrote a [`DeliveryEvent`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The webhook edge and admin API.
+    Ingest,
+    /// Webhooks to triggers.
+    Router,
+    /// Triggers to decisions.
+    Workers,
+}
+
+/// What a stage did with a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOutcome {
+    /// The router emitted triggers for it (`stacks` says for which).
+    Routed,
+    /// The router emitted nothing for it; `reasons` say why.
+    Ignored,
+    /// The router had already seen this `X-Request-Id`.
+    Duplicate,
+    /// A worker decided a run (`run_id`, `status`, `blocked_reason`).
+    Decided,
+    /// A worker had already decided this `run_id`; nothing new was emitted.
+    DuplicateRun,
+    /// A worker emitted no decision (`reasons`: `stack_deleted`).
+    NoDecision,
+    /// A stage could not process the record; it is on `inlet.dlq`.
+    DeadLettered,
+    /// An admin re-published the webhook.
+    Redelivered,
+}
+
+/// One step in the story of a delivery, on `inlet.deliveries` keyed by delivery id: what each stage
+/// did with it and why. The admin API serves these to answer "why didn't my stack run?".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryEvent {
+    /// Always [`DELIVERY_SCHEMA`].
+    pub schema: String,
+    /// Bitbucket's `X-Request-Id` (or a manual trigger's id).
+    pub delivery_id: String,
+    /// The integration name the webhook arrived under.
+    pub integration: String,
+    /// Who wrote this event.
+    pub stage: Stage,
+    /// What happened.
+    pub outcome: DeliveryOutcome,
+    /// The Bitbucket event key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_key: Option<String>,
+    /// Stable reason codes (e.g. `no_stack_on_repository`, `tag_push`, `stack_disabled`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+    /// Stacks concerned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stacks: Vec<String>,
+    /// The run decided (workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// requested or blocked (workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RunStatus>,
+    /// tracked or proposed (workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_type: Option<RunType>,
+    /// Where the webhook record is (`partition`, `offset` on `inlet.webhooks`), for redelivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<RecordPosition>,
+    /// When ingest received the webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at: Option<String>,
+    /// When this event was written.
+    pub at: String,
+}
+
+/// A record's place in a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordPosition {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+impl DeliveryEvent {
+    /// An event with only the required fields set.
+    pub fn new(
+        delivery_id: &str,
+        integration: &str,
+        stage: Stage,
+        outcome: DeliveryOutcome,
+    ) -> DeliveryEvent {
+        DeliveryEvent {
+            schema: DELIVERY_SCHEMA.to_owned(),
+            delivery_id: delivery_id.to_owned(),
+            integration: integration.to_owned(),
+            stage,
+            outcome,
+            event_key: None,
+            reasons: Vec::new(),
+            stacks: Vec::new(),
+            run_id: None,
+            status: None,
+            run_type: None,
+            webhook: None,
+            received_at: None,
+            at: crate::clock::now_rfc3339(),
+        }
+    }
 }
 
 /// A short, stable, hex id from the given parts (SHA-256, first 16 bytes).

@@ -5,9 +5,12 @@
 //! - [`run`] consumes `inlet.webhooks` through the shared at-least-once loop
 //!   ([`inlet_core::pipeline`]);
 //! - the handler reads the delivery's headers, waits until this process's control fold has reached
-//!   the offset ingest had applied (so a stack created before the push is always seen), parses the
-//!   event and calls the rules in [`route`];
-//! - each resulting `StackTrigger` goes to `inlet.triggers`, keyed by stack id.
+//!   the offset ingest had applied (so a stack created before the push is always seen), drops a
+//!   delivery id it routed within the last hour (unless marked as a redelivery), parses the event
+//!   and calls the rules in [`route`];
+//! - each resulting `StackTrigger` goes to `inlet.triggers`, keyed by stack id, and one
+//!   `DeliveryEvent` saying what was routed or ignored, and why, to `inlet.deliveries`;
+//! - an unreadable record goes to `inlet.dlq` and the partition moves on.
 //!
 //! Delivery guarantee: at-least-once. An input's offset is stored only after all its triggers were
 //! acknowledged; a replay yields the same `trigger_id`s. Ordering: per repository in, per stack out.
@@ -17,15 +20,18 @@
 
 pub mod route;
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use inlet_core::CancellationToken;
-use inlet_core::bitbucket::{self, events};
+use inlet_core::bitbucket::{self, Event};
 use inlet_core::config::StageConfig;
 use inlet_core::control_log::ControlLog;
+use inlet_core::dedup::SeenWindow;
 use inlet_core::kafka::header;
-use inlet_core::pipeline::{self, Handler, Output};
-use inlet_core::records::headers;
+use inlet_core::pipeline::{self, Handler, Output, Poison};
+use inlet_core::records::{DeliveryEvent, DeliveryOutcome, RecordPosition, Stage, headers};
+use inlet_core::topics::Topics;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
@@ -33,11 +39,15 @@ use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tracing::Instrument;
 
-use crate::route::{Delivery, route_push};
+use crate::route::{Delivery, IgnoredReason, route_pull_request, route_push};
 
 /// How long to wait for the control fold to reach a delivery's control offset before routing with
 /// what it has (only a control topic that lost records could make it wait that long).
 const CONTROL_WAIT: Duration = Duration::from_secs(30);
+/// How long a delivery id is remembered to drop Bitbucket redeliveries of the same request.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// How many delivery ids are remembered at most.
+const DUPLICATE_CAPACITY: usize = 200_000;
 
 /// What the router runs with, built by the caller.
 pub struct Deps {
@@ -47,8 +57,8 @@ pub struct Deps {
     pub producer: FutureProducer,
     /// This process's fold of the control log.
     pub control: ControlLog,
-    /// Where triggers go.
-    pub triggers_topic: String,
+    /// Topic names.
+    pub topics: Topics,
     /// Longest drain on shutdown.
     pub drain: Duration,
 }
@@ -61,12 +71,15 @@ pub async fn run(
 ) -> Result<(), KafkaError> {
     let handler = Router {
         control: deps.control,
-        triggers_topic: deps.triggers_topic,
+        triggers_topic: deps.topics.triggers(),
+        deliveries_topic: deps.topics.deliveries(),
+        seen: Mutex::new(SeenWindow::new(DUPLICATE_WINDOW, DUPLICATE_CAPACITY)),
     };
     pipeline::run(
         deps.consumer,
         deps.producer,
         handler,
+        deps.topics.dlq(),
         config.max_in_flight,
         deps.drain,
         shutdown,
@@ -79,18 +92,22 @@ pub async fn run(
 struct Router {
     control: ControlLog,
     triggers_topic: String,
+    deliveries_topic: String,
+    seen: Mutex<SeenWindow>,
 }
 
 impl Handler for Router {
-    async fn handle(&self, message: &OwnedMessage) -> Vec<Output> {
+    fn stage(&self) -> &'static str {
+        "router"
+    }
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<Vec<Output>, Poison> {
         let (partition, offset) = (message.partition(), message.offset());
         let Some(delivery) = delivery_of(message) else {
-            tracing::error!(
-                partition,
-                offset,
-                "webhook record without inlet headers; skipped"
-            );
-            return Vec::new();
+            return Err(Poison {
+                reason: "webhook record without inlet headers".to_owned(),
+                outputs: Vec::new(),
+            });
         };
         let span = tracing::info_span!(
             "route",
@@ -104,7 +121,11 @@ impl Handler for Router {
 }
 
 impl Router {
-    async fn route(&self, message: &OwnedMessage, delivery: Delivery) -> Vec<Output> {
+    async fn route(
+        &self,
+        message: &OwnedMessage,
+        delivery: Delivery,
+    ) -> Result<Vec<Output>, Poison> {
         if tokio::time::timeout(
             CONTROL_WAIT,
             self.control.wait_applied(delivery.control_offset),
@@ -118,24 +139,78 @@ impl Router {
                 "control log behind the delivery; routing with the state at hand"
             );
         }
-        if delivery.event_key != events::REFS_CHANGED {
-            tracing::info!(event_key = %delivery.event_key, reason = "event_not_triggering", "ignored");
-            return Vec::new();
+        let mut record = DeliveryEvent::new(
+            &delivery.delivery_id,
+            &delivery.integration,
+            Stage::Router,
+            DeliveryOutcome::Routed,
+        );
+        record.event_key = Some(delivery.event_key.clone());
+        record.received_at = Some(delivery.received_at.clone());
+        record.webhook = Some(RecordPosition {
+            partition: message.partition(),
+            offset: message.offset(),
+        });
+
+        let redelivery = header(message, headers::REDELIVERY).is_some();
+        let key = format!("{}/{}", delivery.integration, delivery.delivery_id);
+        let first = self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .first_time(&key, Instant::now());
+        if !first && !redelivery {
+            tracing::info!(reason = "duplicate", "delivery already routed; dropped");
+            record.outcome = DeliveryOutcome::Duplicate;
+            record.reasons = vec!["duplicate_delivery".to_owned()];
+            return Ok(vec![self.delivery_output(&record)]);
         }
-        let push = match bitbucket::parse_refs_changed(message.payload().unwrap_or_default()) {
-            Ok(push) => push,
+
+        let event = match bitbucket::parse(
+            &delivery.event_key,
+            message.payload().unwrap_or_default(),
+        ) {
+            Ok(Some(event)) => event,
+            Ok(None) => {
+                record.outcome = DeliveryOutcome::Ignored;
+                record.reasons = vec![IgnoredReason::EventNotHandled.as_str().to_owned()];
+                tracing::info!(event_key = %delivery.event_key, reason = "event_not_handled", "ignored");
+                return Ok(vec![self.delivery_output(&record)]);
+            }
             Err(err) => {
-                tracing::error!(error = %err, "unreadable push; skipped");
-                return Vec::new();
+                record.outcome = DeliveryOutcome::DeadLettered;
+                record.reasons = vec!["unreadable_payload".to_owned()];
+                return Err(Poison {
+                    reason: format!("unreadable {} payload: {err}", delivery.event_key),
+                    outputs: vec![self.delivery_output(&record)],
+                });
             }
         };
-        let routed = route_push(&self.control.read(), &delivery, &push);
+        let routed = {
+            let registry = self.control.read();
+            match &event {
+                Event::Push(push) => route_push(&registry, &delivery, push),
+                Event::PullRequest(action, event) => {
+                    route_pull_request(&registry, &delivery, *action, event)
+                }
+            }
+        };
         for (reference, reason) in &routed.ignored {
             tracing::info!(%reference, reason = reason.as_str(), "ignored");
         }
-        tracing::info!(triggers = routed.triggers.len(), "routed");
+        tracing::debug!(triggers = routed.triggers.len(), "routed");
+        record.reasons = routed
+            .ignored
+            .iter()
+            .map(|(reference, reason)| format!("{}: {reference}", reason.as_str()))
+            .collect();
+        if routed.triggers.is_empty() {
+            record.outcome = DeliveryOutcome::Ignored;
+        }
+        record.stacks = routed.triggers.iter().map(|t| t.stack_id.clone()).collect();
+
         let traceparent = header(message, headers::TRACEPARENT).map(str::to_owned);
-        routed
+        let mut outputs: Vec<Output> = routed
             .triggers
             .into_iter()
             .filter_map(|trigger| {
@@ -157,7 +232,18 @@ impl Router {
                     headers: Some(record_headers),
                 })
             })
-            .collect()
+            .collect();
+        outputs.push(self.delivery_output(&record));
+        Ok(outputs)
+    }
+
+    fn delivery_output(&self, record: &DeliveryEvent) -> Output {
+        Output {
+            topic: self.deliveries_topic.clone(),
+            key: record.delivery_id.clone(),
+            payload: serde_json::to_vec(record).unwrap_or_default(),
+            headers: None,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The trigger rules (DESIGN §5), as pure functions of an event and the registry.
 
-use inlet_core::bitbucket::{ChangeKind, RefsChanged};
+use inlet_core::bitbucket::{ChangeKind, PullRequestAction, PullRequestEvent, RefsChanged};
+use inlet_core::domain::Stack;
 use inlet_core::records::{
     Commit, RunType, StackTrigger, TRIGGER_SCHEMA, TriggerKind, TriggerSource, derive_id,
 };
@@ -32,6 +33,16 @@ pub enum IgnoredReason {
     TagPush,
     /// A change type Bitbucket may add later.
     UnknownChange,
+    /// No stack on the repository tracks the pull request's target branch.
+    NoStackOnTarget,
+    /// Approvals, unapprovals, change requests and merges do not trigger runs (a merge's push does).
+    EventNotTriggering,
+    /// `pr:modified` that did not change the target branch.
+    TargetUnchanged,
+    /// A comment that is not an `/inlet preview` command.
+    CommentNotCommand,
+    /// An event key inlet does not handle.
+    EventNotHandled,
 }
 
 impl IgnoredReason {
@@ -42,6 +53,11 @@ impl IgnoredReason {
             IgnoredReason::BranchDeleted => "branch_deleted",
             IgnoredReason::TagPush => "tag_push",
             IgnoredReason::UnknownChange => "unknown_change",
+            IgnoredReason::NoStackOnTarget => "no_stack_on_target_branch",
+            IgnoredReason::EventNotTriggering => "event_not_triggering",
+            IgnoredReason::TargetUnchanged => "target_branch_unchanged",
+            IgnoredReason::CommentNotCommand => "comment_not_a_command",
+            IgnoredReason::EventNotHandled => "event_not_handled",
         }
     }
 }
@@ -132,6 +148,115 @@ pub fn route_push(registry: &Registry, delivery: &Delivery, push: &RefsChanged) 
         }
     }
     routed
+}
+
+/// The command a pull-request comment must start with to request proposed runs.
+pub const PREVIEW_COMMAND: &str = "/inlet preview";
+
+/// Pull-request events (DESIGN §5):
+/// - `pr:opened`, `pr:from_ref_updated`: proposed runs, at the source's latest commit, for the
+///   stacks on the target repository that track the target branch;
+/// - `pr:modified`: the same, only when the target branch changed;
+/// - approvals, unapprovals, change requests, merges: nothing (the merge's push triggers the
+///   tracked run), recorded with a reason;
+/// - `pr:comment:added` starting with `/inlet preview`: proposed runs for the stacks tracking the
+///   target, or for the stacks named after the command (`/inlet preview stack-a stack-b`), never
+///   deduplicated; other comments are ignored.
+pub fn route_pull_request(
+    registry: &Registry,
+    delivery: &Delivery,
+    action: PullRequestAction,
+    event: &PullRequestEvent,
+) -> Routed {
+    let pr = &event.pull_request;
+    let target = pr.to_ref.branch();
+    let reference = format!("pull-request/{}", pr.id);
+    let ignore = |reason| Routed {
+        triggers: Vec::new(),
+        ignored: vec![(reference.clone(), reason)],
+    };
+    let (kind, named, salt) = match action {
+        PullRequestAction::Opened | PullRequestAction::SourceUpdated => {
+            (TriggerKind::PullRequest, Vec::new(), String::new())
+        }
+        PullRequestAction::Modified => match &event.previous_target {
+            Some(previous) if previous.branch() != target => {
+                (TriggerKind::PullRequest, Vec::new(), String::new())
+            }
+            _ => return ignore(IgnoredReason::TargetUnchanged),
+        },
+        PullRequestAction::Approved
+        | PullRequestAction::Unapproved
+        | PullRequestAction::ChangesRequested
+        | PullRequestAction::Merged => return ignore(IgnoredReason::EventNotTriggering),
+        PullRequestAction::CommentAdded => {
+            let Some(comment) = &event.comment else {
+                return ignore(IgnoredReason::CommentNotCommand);
+            };
+            let Some(rest) = comment.text.trim_start().strip_prefix(PREVIEW_COMMAND) else {
+                return ignore(IgnoredReason::CommentNotCommand);
+            };
+            // `/inlet previewer` is not the command.
+            if rest.starts_with(|c: char| !c.is_whitespace()) {
+                return ignore(IgnoredReason::CommentNotCommand);
+            }
+            let first_line = rest.lines().next().unwrap_or_default();
+            let named: Vec<String> = first_line.split_whitespace().map(str::to_owned).collect();
+            let salt = comment.id.map(|id| id.to_string()).unwrap_or_default();
+            (TriggerKind::Comment, named, salt)
+        }
+    };
+    let repository = pr.to_ref.repository.full_name();
+    let matches = |stack: &Stack| {
+        if named.is_empty() {
+            stack.branch == target
+        } else {
+            named.contains(&stack.id)
+        }
+    };
+    let actor = event.actor.as_ref().and_then(|a| a.login());
+    let source = &pr.from_ref;
+    let triggers: Vec<StackTrigger> = registry
+        .stacks_on_repository(&delivery.integration, &repository)
+        .filter(|stack| matches(stack))
+        .map(|stack| StackTrigger {
+            schema: TRIGGER_SCHEMA.to_owned(),
+            trigger_id: derive_id(
+                "trg",
+                &[
+                    &delivery.delivery_id,
+                    &stack.id,
+                    &reference,
+                    &source.latest_commit,
+                    &salt,
+                ],
+            ),
+            stack_id: stack.id.clone(),
+            integration: delivery.integration.clone(),
+            run_type: RunType::Proposed,
+            commit: Commit {
+                sha: source.latest_commit.clone(),
+                branch: source.branch(),
+                repository: source.repository.full_name(),
+            },
+            trigger: TriggerSource {
+                kind,
+                delivery_id: delivery.delivery_id.clone(),
+                event_key: delivery.event_key.clone(),
+                pull_request_id: Some(pr.id),
+                actor: actor.clone(),
+            },
+            received_at: delivery.received_at.clone(),
+            control_offset: delivery.control_offset,
+        })
+        .collect();
+    if triggers.is_empty() {
+        return ignore(IgnoredReason::NoStackOnTarget);
+    }
+    Routed {
+        triggers,
+        ignored: Vec::new(),
+    }
 }
 
 #[cfg(test)]
@@ -269,5 +394,91 @@ mod tests {
         };
         assert_eq!(ids(&a), ids(&b));
         assert_ne!(ids(&a)[0], ids(&a)[1]);
+    }
+
+    fn pull_request(action: PullRequestAction, fixture: &str, key: &str) -> Routed {
+        let path = format!("{}/../tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
+        let body = std::fs::read(path).expect("fixture");
+        let Some(inlet_core::bitbucket::Event::PullRequest(_, event)) =
+            inlet_core::bitbucket::parse(key, &body).expect("parse")
+        else {
+            panic!("not a pull request")
+        };
+        route_pull_request(&registry(), &delivery("bb"), action, &event)
+    }
+
+    /// Opening a PR into main proposes a run for the stack tracking main, at the source commit.
+    #[test]
+    fn pr_opened_proposes_for_target_branch() {
+        let routed = pull_request(PullRequestAction::Opened, "pr_opened.json", "pr:opened");
+        let got: Vec<_> = routed
+            .triggers
+            .iter()
+            .map(|t| {
+                (
+                    t.stack_id.as_str(),
+                    t.run_type,
+                    t.commit.sha.as_str(),
+                    t.trigger.kind,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(
+                "prod",
+                RunType::Proposed,
+                "ef8755f06ee4b28c96a847a95cb8ec8ed6ddd1ca",
+                TriggerKind::PullRequest
+            )]
+        );
+        assert_eq!(routed.triggers[0].trigger.pull_request_id, Some(42));
+        assert_eq!(routed.triggers[0].commit.branch, "feature/vpc-peering");
+    }
+
+    /// `pr:modified` to a new target proposes for stacks tracking the new target; here none does.
+    #[test]
+    fn pr_modified_only_when_target_changes() {
+        let routed = pull_request(
+            PullRequestAction::Modified,
+            "pr_modified.json",
+            "pr:modified",
+        );
+        assert!(routed.triggers.is_empty());
+        assert_eq!(routed.ignored[0].1, IgnoredReason::NoStackOnTarget);
+    }
+
+    /// Approvals and merges are recorded, not triggered.
+    #[test]
+    fn approvals_and_merges_do_not_trigger() {
+        for (action, fixture, key) in [
+            (
+                PullRequestAction::Approved,
+                "pr_reviewer_approved.json",
+                "pr:reviewer:approved",
+            ),
+            (PullRequestAction::Merged, "pr_merged.json", "pr:merged"),
+        ] {
+            let routed = pull_request(action, fixture, key);
+            assert!(routed.triggers.is_empty());
+            assert_eq!(routed.ignored[0].1, IgnoredReason::EventNotTriggering);
+        }
+    }
+
+    /// `/inlet preview` proposes for the target's stacks; named stacks are honoured.
+    #[test]
+    fn preview_comment() {
+        let routed = pull_request(
+            PullRequestAction::CommentAdded,
+            "pr_comment_added.json",
+            "pr:comment:added",
+        );
+        let ids: Vec<_> = routed
+            .triggers
+            .iter()
+            .map(|t| t.stack_id.as_str())
+            .collect();
+        assert_eq!(ids, vec!["prod"]);
+        assert_eq!(routed.triggers[0].trigger.kind, TriggerKind::Comment);
     }
 }

@@ -6,7 +6,10 @@
 //!   ([`inlet_core::pipeline`]);
 //! - the handler waits until this process's control fold reached the trigger's control offset,
 //!   then [`decide`] looks at the stack's *current* state: `requested`, or `blocked` with a reason;
-//! - each `RunDecision` goes to `inlet.runs`, keyed by stack id (the downstream contract).
+//! - a VCS run whose `run_id` this process decided recently (per partition, bounded) is not
+//!   emitted again, so a push and a pull-request update of one commit are one run;
+//! - each `RunDecision` goes to `inlet.runs`, keyed by stack id (the downstream contract), and a
+//!   `DeliveryEvent` to `inlet.deliveries`; an unreadable trigger goes to `inlet.dlq`.
 //!
 //! Delivery guarantee: at-least-once; a replayed trigger yields the same `run_id`, on which
 //! downstream run schedulers deduplicate. Ordering: per stack.
@@ -16,14 +19,20 @@
 
 pub mod decide;
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use inlet_core::CancellationToken;
 use inlet_core::config::StageConfig;
 use inlet_core::control_log::ControlLog;
+use inlet_core::dedup::SeenWindow;
 use inlet_core::kafka::header;
-use inlet_core::pipeline::{self, Handler, Output};
-use inlet_core::records::{RunStatus, StackTrigger, headers};
+use inlet_core::pipeline::{self, Handler, Output, Poison};
+use inlet_core::records::{
+    DeliveryEvent, DeliveryOutcome, RunStatus, StackTrigger, Stage, TriggerKind, headers,
+};
+use inlet_core::topics::Topics;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
@@ -31,10 +40,14 @@ use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::FutureProducer;
 use tracing::Instrument;
 
-use crate::decide::decide;
+use crate::decide::{NoDecision, decide};
 
 /// How long to wait for the control fold to reach a trigger's control offset.
 const CONTROL_WAIT: Duration = Duration::from_secs(30);
+/// How long a decided `run_id` is remembered, per partition.
+const RUN_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+/// How many decided `run_id`s are remembered per partition at most.
+const RUN_CAPACITY: usize = 100_000;
 
 /// What the workers run with, built by the caller.
 pub struct Deps {
@@ -44,8 +57,8 @@ pub struct Deps {
     pub producer: FutureProducer,
     /// This process's fold of the control log.
     pub control: ControlLog,
-    /// Where decisions go.
-    pub runs_topic: String,
+    /// Topic names.
+    pub topics: Topics,
     /// Longest drain on shutdown.
     pub drain: Duration,
 }
@@ -58,12 +71,15 @@ pub async fn run(
 ) -> Result<(), KafkaError> {
     let handler = Worker {
         control: deps.control,
-        runs_topic: deps.runs_topic,
+        runs_topic: deps.topics.runs(),
+        deliveries_topic: deps.topics.deliveries(),
+        decided: Mutex::new(HashMap::new()),
     };
     pipeline::run(
         deps.consumer,
         deps.producer,
         handler,
+        deps.topics.dlq(),
         config.max_in_flight,
         deps.drain,
         shutdown,
@@ -76,19 +92,24 @@ pub async fn run(
 struct Worker {
     control: ControlLog,
     runs_topic: String,
+    deliveries_topic: String,
+    /// Per input partition: the run ids decided recently. Triggers of one stack share a partition,
+    /// so the same run always meets the same memory.
+    decided: Mutex<HashMap<i32, SeenWindow>>,
 }
 
 impl Handler for Worker {
-    async fn handle(&self, message: &OwnedMessage) -> Vec<Output> {
+    fn stage(&self) -> &'static str {
+        "workers"
+    }
+
+    async fn handle(&self, message: &OwnedMessage) -> Result<Vec<Output>, Poison> {
         let (partition, offset) = (message.partition(), message.offset());
-        let trigger: StackTrigger =
-            match serde_json::from_slice(message.payload().unwrap_or_default()) {
-                Ok(trigger) => trigger,
-                Err(err) => {
-                    tracing::error!(partition, offset, error = %err, "unreadable trigger; skipped");
-                    return Vec::new();
-                }
-            };
+        let trigger: StackTrigger = serde_json::from_slice(message.payload().unwrap_or_default())
+            .map_err(|err| Poison {
+            reason: format!("unreadable trigger: {err}"),
+            outputs: Vec::new(),
+        })?;
         let span = tracing::info_span!(
             "decide",
             delivery_id = %trigger.trigger.delivery_id,
@@ -97,12 +118,20 @@ impl Handler for Worker {
             offset
         );
         let traceparent = header(message, headers::TRACEPARENT).map(str::to_owned);
-        self.decide(trigger, traceparent).instrument(span).await
+        Ok(self
+            .decide(partition, trigger, traceparent)
+            .instrument(span)
+            .await)
     }
 }
 
 impl Worker {
-    async fn decide(&self, trigger: StackTrigger, traceparent: Option<String>) -> Vec<Output> {
+    async fn decide(
+        &self,
+        partition: i32,
+        trigger: StackTrigger,
+        traceparent: Option<String>,
+    ) -> Vec<Output> {
         if tokio::time::timeout(
             CONTROL_WAIT,
             self.control.wait_applied(trigger.control_offset),
@@ -115,22 +144,58 @@ impl Worker {
                 "control log behind the trigger; deciding with the state at hand"
             );
         }
+        let mut record = DeliveryEvent::new(
+            &trigger.trigger.delivery_id,
+            &trigger.integration,
+            Stage::Workers,
+            DeliveryOutcome::Decided,
+        );
+        record.event_key = Some(trigger.trigger.event_key.clone());
+        record.stacks = vec![trigger.stack_id.clone()];
+        record.received_at = Some(trigger.received_at.clone());
         let decision = match decide(&self.control.read(), &trigger) {
             Ok(decision) => decision,
-            Err(reason) => {
-                tracing::info!(?reason, "no decision");
-                return Vec::new();
+            Err(NoDecision::StackDeleted) => {
+                tracing::info!(reason = "stack_deleted", "no decision");
+                record.outcome = DeliveryOutcome::NoDecision;
+                record.reasons = vec!["stack_deleted".to_owned()];
+                return vec![self.delivery_output(&record)];
             }
         };
+        record.run_id = Some(decision.run_id.clone());
+        record.run_type = Some(decision.run_type);
+        // VCS runs are deduplicated on run_id: a push and a pull-request update of the same
+        // commit are one run. Manual and comment runs never are.
+        let deduplicated = matches!(
+            trigger.trigger.kind,
+            TriggerKind::Push | TriggerKind::PullRequest
+        );
+        if deduplicated {
+            let mut decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+            let window = decided
+                .entry(partition)
+                .or_insert_with(|| SeenWindow::new(RUN_WINDOW, RUN_CAPACITY));
+            if !window.first_time(&decision.run_id, Instant::now()) {
+                tracing::info!(run_id = %decision.run_id, "run already decided; not emitted again");
+                record.outcome = DeliveryOutcome::DuplicateRun;
+                record.reasons = vec!["run_already_decided".to_owned()];
+                return vec![self.delivery_output(&record)];
+            }
+        }
+        record.status = Some(decision.status);
         match decision.status {
             RunStatus::Requested => {
-                tracing::info!(run_id = %decision.run_id, run_type = decision.run_type.as_str(), "run requested")
+                tracing::debug!(run_id = %decision.run_id, run_type = decision.run_type.as_str(), "run requested")
             }
-            RunStatus::Blocked => tracing::info!(
-                run_id = %decision.run_id,
-                reason = decision.blocked_reason.as_ref().map(|r| r.code.as_str()).unwrap_or_default(),
-                "run blocked"
-            ),
+            RunStatus::Blocked => {
+                let code = decision
+                    .blocked_reason
+                    .as_ref()
+                    .map(|r| r.code.clone())
+                    .unwrap_or_default();
+                tracing::info!(run_id = %decision.run_id, reason = %code, "run blocked");
+                record.reasons = vec![code];
+            }
         }
         let Ok(payload) = serde_json::to_vec(&decision) else {
             return Vec::new();
@@ -145,11 +210,23 @@ impl Worker {
                 value: Some(traceparent),
             });
         }
-        vec![Output {
-            topic: self.runs_topic.clone(),
-            key: decision.stack_id,
-            payload,
-            headers: Some(record_headers),
-        }]
+        vec![
+            Output {
+                topic: self.runs_topic.clone(),
+                key: decision.stack_id,
+                payload,
+                headers: Some(record_headers),
+            },
+            self.delivery_output(&record),
+        ]
+    }
+
+    fn delivery_output(&self, record: &DeliveryEvent) -> Output {
+        Output {
+            topic: self.deliveries_topic.clone(),
+            key: record.delivery_id.clone(),
+            payload: serde_json::to_vec(record).unwrap_or_default(),
+            headers: None,
+        }
     }
 }
