@@ -37,6 +37,8 @@ pub enum Command {
     Workers(StageArgs),
     /// Load-test the pipeline (in-process by default) and report throughput and latency.
     Bench(crate::bench::BenchArgs),
+    /// Re-publish an integration's webhooks received since a time (after a downstream outage).
+    Replay(crate::replay::ReplayArgs),
 }
 
 /// Flags every stage shares.
@@ -167,7 +169,7 @@ pub fn config(cli: &Cli) -> anyhow::Result<Config> {
             args.listen.apply(&mut config);
         }
         Command::Router(args) | Command::Workers(args) => args.kafka.apply(&mut config),
-        Command::Bench(_) => {}
+        Command::Bench(_) | Command::Replay(_) => {}
     }
     config.validate()?;
     Ok(config)

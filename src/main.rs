@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod replay;
 mod stages;
 
 use std::process::ExitCode;
@@ -56,6 +57,7 @@ async fn main() -> ExitCode {
             stages::workers(config, args.kafka.ready_file.as_deref(), shutdown).await
         }
         Command::Bench(args) => bench::run(config, args).await,
+        Command::Replay(args) => replay::run(config, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -123,14 +123,22 @@ struct IngestKeys {
     secrets: SecretsKey,
 }
 
-fn ingest_deps(
+async fn ingest_deps(
     config: &Config,
     connected: &Connected,
     listeners: Listeners,
     keys: IngestKeys,
+    shutdown: &CancellationToken,
 ) -> anyhow::Result<inlet_ingest::Deps> {
     inlet_ingest::verify::check_secrets_key(&connected.control.read(), &keys.secrets)
         .map_err(anyhow::Error::msg)?;
+    let (deliveries, _follower) = inlet_ingest::deliveries::DeliveryLog::start(
+        &connected.kafka,
+        connected.topics.deliveries(),
+        shutdown.clone(),
+    )
+    .await
+    .context("following the delivery log")?;
     Ok(inlet_ingest::Deps {
         webhook_listener: listeners.webhook,
         admin_listener: listeners.admin,
@@ -143,6 +151,9 @@ fn ingest_deps(
         public_base_url: listeners.public_base_url,
         drain: drain(config),
         metrics: connected.metrics.clone(),
+        deliveries,
+        kafka: connected.kafka.clone(),
+        deliveries_topic: connected.topics.deliveries(),
     })
 }
 
@@ -284,7 +295,9 @@ pub async fn dev(
             admin: admin_key.clone(),
             secrets: secrets_key,
         },
-    )?;
+        &shutdown,
+    )
+    .await?;
 
     let ready = ReadyInfo {
         webhook_base_url: Some(webhook_base_url.clone()),
@@ -385,7 +398,9 @@ pub async fn ingest(
             admin: admin_key,
             secrets: secrets_key,
         },
-    )?;
+        &shutdown,
+    )
+    .await?;
     inlet_ingest::run(&config.ingest, deps, shutdown).await;
     let _ = connected.control_task.await;
     Ok(())

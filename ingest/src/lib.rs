@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod deliveries;
 pub mod error;
 pub mod listener;
 pub mod publish;
@@ -63,13 +64,19 @@ pub struct Deps {
     pub drain: Duration,
     /// The process's metrics.
     pub metrics: Arc<Metrics>,
+    /// This process's view of `inlet.deliveries`.
+    pub deliveries: deliveries::DeliveryLog,
+    /// Builds readers (redelivery).
+    pub kafka: inlet_core::kafka::Kafka,
+    /// Where delivery events go.
+    pub deliveries_topic: String,
 }
 
 /// Serves both listeners until `shutdown`, then drains them and flushes the producer.
 pub async fn run(config: &IngestConfig, deps: Deps, shutdown: CancellationToken) {
     let publisher = KafkaPublisher::new(
         deps.producer.clone(),
-        deps.webhooks_topic,
+        deps.webhooks_topic.clone(),
         Duration::from_millis(config.publish_timeout_ms),
     );
     let limits = Limits {
@@ -93,6 +100,10 @@ pub async fn run(config: &IngestConfig, deps: Deps, shutdown: CancellationToken)
             producer: deps.producer.clone(),
             triggers_topic: deps.triggers_topic,
             metrics: deps.metrics,
+            deliveries: deps.deliveries,
+            kafka: deps.kafka,
+            webhooks_topic: deps.webhooks_topic.clone(),
+            deliveries_topic: deps.deliveries_topic,
         },
     ));
     let header_timeout = Duration::from_millis(config.header_read_timeout_ms);

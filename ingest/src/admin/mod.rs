@@ -9,6 +9,7 @@
 //! [`views`] holds request and response bodies, [`openapi`] the route table and the document
 //! generated from it.
 
+mod deliveries;
 mod integrations;
 mod keys;
 pub mod openapi;
@@ -36,8 +37,10 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::deliveries::DeliveryLog;
 use crate::error::{ApiError, json};
 use crate::listener::Service;
+use inlet_core::kafka::Kafka;
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -59,6 +62,14 @@ pub struct AdminDeps {
     pub triggers_topic: String,
     /// The process's metrics, served at `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// This process's view of `inlet.deliveries`.
+    pub deliveries: DeliveryLog,
+    /// Builds the reader that fetches a stored webhook for redelivery.
+    pub kafka: Kafka,
+    /// Where webhooks are (re-)published.
+    pub webhooks_topic: String,
+    /// Where delivery events go.
+    pub deliveries_topic: String,
 }
 
 /// The admin listener's service.
@@ -169,6 +180,13 @@ impl Admin {
                 self.rotate_secret(p, &name, read_optional_json(request).await?)
                     .await
             }
+
+            (Method::GET, ["integrations", name, "deliveries"]) => {
+                self.list_deliveries(p, name, page(request.uri().query())?)
+            }
+            (Method::GET, ["deliveries", id]) => self.get_delivery(p, id),
+            (Method::POST, ["deliveries", id, "redeliver"]) => self.redeliver(p, id).await,
+            (Method::GET, ["stacks", id, "runs"]) => self.stack_runs(p, id),
 
             (Method::GET, ["stacks"]) => self.list_stacks(p),
             (Method::POST, ["stacks"]) => self.create_stack(p, read_json(request).await?).await,
@@ -345,6 +363,29 @@ fn generate_id(name: &str) -> String {
     } else {
         format!("{slug}-{}", suffix.expose())
     }
+}
+
+/// `?offset=N&limit=M`.
+fn page(query: Option<&str>) -> Result<views::Page, ApiError> {
+    let mut page = views::Page::default();
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let number = || {
+            value
+                .parse::<usize>()
+                .map_err(|_| ApiError::invalid(key, "must be a non-negative integer"))
+        };
+        match key {
+            "offset" => page.offset = Some(number()?),
+            "limit" => page.limit = Some(number()?),
+            _ => return Err(ApiError::invalid(key, "unknown query parameter")),
+        }
+    }
+    Ok(page)
 }
 
 async fn read_body<B>(request: Request<B>) -> Result<Bytes, ApiError>

@@ -221,6 +221,38 @@ pub const ROUTES: &[Route] = &[
         202,
         Some(schema::<RunAccepted>),
     ),
+    route(
+        "get",
+        "/stacks/{id}/runs",
+        "Recent decisions for the stack, newest first.",
+        None,
+        200,
+        Some(schema::<RunList>),
+    ),
+    route(
+        "get",
+        "/integrations/{name}/deliveries",
+        "Recent deliveries of the integration, newest first (`?offset=&limit=`).",
+        None,
+        200,
+        Some(schema::<DeliveryList>),
+    ),
+    route(
+        "get",
+        "/deliveries/{id}",
+        "What every stage did with one delivery, and why.",
+        None,
+        200,
+        Some(schema::<DeliveryStory>),
+    ),
+    route(
+        "post",
+        "/deliveries/{id}/redeliver",
+        "Re-publish the stored webhook (admin); bypasses the duplicate-delivery filter, not run deduplication.",
+        None,
+        202,
+        Some(schema::<Redelivered>),
+    ),
 ];
 
 fn matches(template: &str, segments: &[&str]) -> bool {

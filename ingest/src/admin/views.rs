@@ -418,3 +418,69 @@ pub struct ErrorDetail {
     /// Human sentence; validation errors start with the field name.
     pub message: String,
 }
+
+/// `GET /integrations/{name}/deliveries`: recent deliveries, newest first.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeliveryList {
+    /// This page.
+    pub deliveries: Vec<DeliverySummary>,
+    /// Deliveries remembered for the integration (bounded).
+    pub total: usize,
+    /// `offset` of the next page, if any.
+    pub next_offset: Option<usize>,
+}
+
+/// One delivery in a listing.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeliverySummary {
+    /// Bitbucket's `X-Request-Id`.
+    pub delivery_id: String,
+    /// The Bitbucket event key.
+    pub event_key: Option<String>,
+    /// When ingest received it.
+    pub received_at: Option<String>,
+    /// What the router did: routed, ignored, duplicate, dead_lettered.
+    pub outcome: Option<String>,
+    /// Why, when it was ignored.
+    pub reasons: Vec<String>,
+    /// Stacks triggered.
+    pub stacks: Vec<String>,
+    /// Decisions: `{stack_id, run_id, status, reasons}`.
+    pub decisions: Vec<serde_json::Value>,
+}
+
+/// `GET /deliveries/{id}`: what every stage did with one delivery, in order.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DeliveryStory {
+    /// Bitbucket's `X-Request-Id`.
+    pub delivery_id: String,
+    /// The integration it arrived under.
+    pub integration: String,
+    /// `DeliveryEvent`s (schema `inlet.delivery/v1`), oldest first.
+    pub events: Vec<serde_json::Value>,
+}
+
+/// `GET /stacks/{id}/runs`: recent decisions, newest first.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RunList {
+    /// `DeliveryEvent`s with outcome `decided`.
+    pub runs: Vec<serde_json::Value>,
+}
+
+/// `GET /integrations/{name}/deliveries` query.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+pub struct Page {
+    /// Entries to skip.
+    pub offset: Option<usize>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<usize>,
+}
+
+/// `POST /deliveries/{id}/redeliver` answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Redelivered {
+    /// The delivery re-published.
+    pub delivery_id: String,
+    /// Always `redelivered`.
+    pub status: String,
+}

@@ -1,0 +1,267 @@
+//! The delivery log and redelivery: "why didn't my stack run?" answered per delivery.
+//!
+//! Deliveries are visible to whoever may see their integration (root admins for deliveries of an
+//! integration that no longer exists); redelivery needs admin of the integration's space.
+
+use std::time::Duration;
+
+use http::StatusCode;
+use inlet_core::access::Principal;
+use inlet_core::domain::{ROOT_SPACE, Role};
+use inlet_core::records::{DeliveryEvent, DeliveryOutcome, Stage, headers};
+use rdkafka::Message;
+use rdkafka::consumer::Consumer;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::producer::FutureRecord;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::views::{DeliveryList, DeliveryStory, DeliverySummary, Page, Redelivered, RunList};
+use super::{Admin, Answer, forbidden};
+use crate::error::{ApiError, json};
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found("delivery_not_found", format!("no delivery `{id}` is known"))
+}
+
+fn to_value(event: &DeliveryEvent) -> serde_json::Value {
+    serde_json::to_value(event).unwrap_or_default()
+}
+
+impl Admin {
+    /// Whether `principal` may see deliveries of `integration`; `admin` asks for the admin role.
+    fn may_see_deliveries(&self, principal: &Principal, integration: &str, admin: bool) -> bool {
+        let registry = self.control.read();
+        match registry.integration(integration) {
+            Some(i) if admin => principal.can_admin_integration(&registry, i),
+            Some(i) => principal.can_see_integration(&registry, i),
+            None => principal.has(&registry, ROOT_SPACE, Role::Admin),
+        }
+    }
+
+    pub(super) fn list_deliveries(&self, principal: &Principal, name: &str, page: Page) -> Answer {
+        {
+            let registry = self.control.read();
+            let visible = registry
+                .integration(name)
+                .is_some_and(|i| principal.can_see_integration(&registry, i));
+            if !visible {
+                return Err(ApiError::not_found(
+                    "integration_not_found",
+                    format!("no integration named `{name}`"),
+                ));
+            }
+        }
+        let offset = page.offset.unwrap_or(0);
+        let limit = page.limit.unwrap_or(50).clamp(1, 500);
+        let (stories, total) = self.deps.deliveries.recent(name, offset, limit);
+        let deliveries = stories
+            .into_iter()
+            .map(|(delivery_id, events)| summarize(delivery_id, &events))
+            .collect::<Vec<_>>();
+        let next_offset = (offset + deliveries.len() < total).then_some(offset + deliveries.len());
+        Ok(json(
+            StatusCode::OK,
+            &DeliveryList {
+                deliveries,
+                total,
+                next_offset,
+            },
+        ))
+    }
+
+    pub(super) fn get_delivery(&self, principal: &Principal, id: &str) -> Answer {
+        let events = self
+            .deps
+            .deliveries
+            .story(id)
+            .ok_or_else(|| not_found(id))?;
+        let integration = events
+            .first()
+            .map(|e| e.integration.clone())
+            .unwrap_or_default();
+        if !self.may_see_deliveries(principal, &integration, false) {
+            return Err(not_found(id));
+        }
+        Ok(json(
+            StatusCode::OK,
+            &DeliveryStory {
+                delivery_id: id.to_owned(),
+                integration,
+                events: events.iter().map(to_value).collect(),
+            },
+        ))
+    }
+
+    pub(super) fn stack_runs(&self, principal: &Principal, id: &str) -> Answer {
+        {
+            let registry = self.control.read();
+            let visible = registry
+                .stack(id)
+                .is_some_and(|s| principal.can_read(&registry, &s.space_id));
+            if !visible {
+                return Err(ApiError::not_found(
+                    "stack_not_found",
+                    format!("no stack with id `{id}`"),
+                ));
+            }
+        }
+        let runs = self.deps.deliveries.runs(id).iter().map(to_value).collect();
+        Ok(json(StatusCode::OK, &RunList { runs }))
+    }
+
+    /// Re-publishes the stored webhook of delivery `id`, marked as a redelivery: the router's
+    /// duplicate filter lets it through; run deduplication still applies.
+    pub(super) async fn redeliver(&self, principal: &Principal, id: &str) -> Answer {
+        let events = self
+            .deps
+            .deliveries
+            .story(id)
+            .ok_or_else(|| not_found(id))?;
+        let integration = events
+            .first()
+            .map(|e| e.integration.clone())
+            .unwrap_or_default();
+        if !self.may_see_deliveries(principal, &integration, false) {
+            return Err(not_found(id));
+        }
+        if !self.may_see_deliveries(principal, &integration, true) {
+            return Err(forbidden(
+                "redelivering needs the admin role on the integration's space",
+            ));
+        }
+        let position = events.iter().find_map(|e| e.webhook).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "webhook_unknown",
+                "no stage recorded where this delivery's webhook is stored",
+            )
+        })?;
+        let unavailable = |what: String| {
+            tracing::warn!(delivery_id = %id, error = %what, "redelivery failed");
+            ApiError::unavailable(
+                "broker_unavailable",
+                "the webhook could not be re-published; retry shortly",
+                5,
+            )
+        };
+        let reader = self
+            .deps
+            .kafka
+            .reader()
+            .await
+            .map_err(|err| unavailable(err.to_string()))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(
+                &self.deps.webhooks_topic,
+                position.partition,
+                Offset::Offset(position.offset),
+            )
+            .map_err(|err| unavailable(err.to_string()))?;
+        reader
+            .assign(&assignment)
+            .map_err(|err| unavailable(err.to_string()))?;
+        let message = tokio::time::timeout(Duration::from_secs(10), reader.recv())
+            .await
+            .map_err(|_| unavailable("timed out reading the webhook".to_owned()))?
+            .map_err(|err| unavailable(err.to_string()))?;
+        if message.offset() != position.offset {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                "webhook_expired",
+                "the stored webhook is no longer retained on the topic",
+            ));
+        }
+        let mut republished = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for header in original.iter() {
+                if header.key == headers::REDELIVERY || header.key == headers::CONTROL_OFFSET {
+                    continue;
+                }
+                republished = republished.insert(Header {
+                    key: header.key,
+                    value: header.value,
+                });
+            }
+        }
+        let offset = self.control.applied_offset().to_string();
+        republished = republished
+            .insert(Header {
+                key: headers::REDELIVERY,
+                value: Some("true"),
+            })
+            .insert(Header {
+                key: headers::CONTROL_OFFSET,
+                value: Some(&offset),
+            });
+        let key = message.key().unwrap_or_default().to_vec();
+        let payload = message.payload().unwrap_or_default().to_vec();
+        self.deps
+            .producer
+            .send(
+                FutureRecord::to(&self.deps.webhooks_topic)
+                    .key(&key)
+                    .payload(&payload)
+                    .headers(republished),
+                Duration::from_secs(5),
+            )
+            .await
+            .map_err(|(err, _)| unavailable(err.to_string()))?;
+        let mut event = DeliveryEvent::new(
+            id,
+            &integration,
+            Stage::Ingest,
+            DeliveryOutcome::Redelivered,
+        );
+        event.reasons = vec![format!("requested by {}", principal.actor())];
+        let _ = self
+            .deps
+            .producer
+            .send(
+                FutureRecord::to(&self.deps.deliveries_topic)
+                    .key(id)
+                    .payload(&serde_json::to_vec(&event).unwrap_or_default()),
+                Duration::from_secs(5),
+            )
+            .await;
+        tracing::info!(delivery_id = %id, actor = principal.actor(), "webhook redelivered");
+        Ok(json(
+            StatusCode::ACCEPTED,
+            &Redelivered {
+                delivery_id: id.to_owned(),
+                status: "redelivered".to_owned(),
+            },
+        ))
+    }
+}
+
+/// One line per delivery: the router's verdict and the workers' decisions.
+fn summarize(delivery_id: String, events: &[DeliveryEvent]) -> DeliverySummary {
+    let routing = events.iter().rev().find(|e| e.stage == Stage::Router);
+    let name = |outcome: DeliveryOutcome| {
+        serde_json::to_value(outcome)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+    };
+    DeliverySummary {
+        delivery_id,
+        event_key: events.iter().find_map(|e| e.event_key.clone()),
+        received_at: events.iter().find_map(|e| e.received_at.clone()),
+        outcome: routing.and_then(|e| name(e.outcome)),
+        reasons: routing.map(|e| e.reasons.clone()).unwrap_or_default(),
+        stacks: routing.map(|e| e.stacks.clone()).unwrap_or_default(),
+        decisions: events
+            .iter()
+            .filter(|e| e.stage == Stage::Workers)
+            .map(|e| {
+                serde_json::json!({
+                    "stack_id": e.stacks.first(),
+                    "outcome": name(e.outcome),
+                    "run_id": e.run_id,
+                    "status": e.status,
+                    "reasons": e.reasons,
+                })
+            })
+            .collect(),
+    }
+}
