@@ -129,6 +129,14 @@ impl Inlet {
         self.wait_exit()
     }
 
+    /// SIGKILL: the process dies without draining or committing anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Waits (at most 30 s, then kills) for the process to exit on its own.
     pub fn wait_exit(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("running");

@@ -1,0 +1,179 @@
+//! End to end: a router or workers process killed mid-stream (SIGKILL: no drain, no commit) and
+//! restarted loses nothing. Every accepted webhook still becomes its decisions, with the same
+//! deterministic `run_id`s (at-least-once: a replayed input may repeat a decision, never change it).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{Inlet, TopicReader, admin, webhook};
+use inlet_core::records::{RunType, vcs_run_id};
+use serde_json::{Value, json};
+
+const KEY: &str = "restart-admin-key-0123456789";
+
+struct Cluster {
+    bootstrap: String,
+    config: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn config_path(&self) -> String {
+        self.config
+            .path()
+            .join("inlet.toml")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// A stage process against the shared broker; fast group rebalances for the test.
+    fn stage(&self, stage: &str) -> Inlet {
+        let config = self.config_path();
+        let mut args = vec![stage, "--kafka-bootstrap-servers", self.bootstrap.as_str()];
+        if stage == "ingest" {
+            args.extend([
+                "--webhook-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ]);
+        }
+        Inlet::start(
+            &args,
+            &[
+                ("INLET_ADMIN_KEY", KEY),
+                ("INLET_SECRETS_KEY", common::SECRETS_KEY),
+                ("INLET_CONFIG", &config),
+            ],
+        )
+    }
+}
+
+/// Sends `count` pushes to main with unique commits, 20 per second, returning (delivery, sha).
+async fn pushes(
+    url: String,
+    secret: String,
+    prefix: &'static str,
+    count: usize,
+) -> Vec<(String, String)> {
+    let mut sent = Vec::new();
+    for n in 0..count {
+        let delivery = format!("{prefix}-{n}");
+        let sha = format!("{:02x}{n:038x}", prefix.as_bytes()[0]);
+        let answer = webhook(
+            &url,
+            "repo:refs_changed",
+            &delivery,
+            &secret,
+            &common::push_body("main", &sha),
+        )
+        .await;
+        assert_eq!(answer.status, 202, "{delivery}: {answer:?}");
+        sent.push((delivery, sha));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sent
+}
+
+/// Waits until every sent delivery has a decision for both stacks, then checks the run ids.
+async fn assert_all_decided(runs: &mut TopicReader, sent: &[(String, String)]) {
+    let wanted: BTreeSet<String> = sent.iter().map(|(d, _)| d.clone()).collect();
+    let covered = |records: &[rdkafka::message::OwnedMessage]| {
+        let mut stacks: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for value in records
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<Value>(rdkafka::Message::payload(m)?).ok())
+        {
+            let delivery = value["trigger"]["delivery_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if wanted.contains(&delivery) {
+                stacks
+                    .entry(delivery)
+                    .or_default()
+                    .insert(value["stack_id"].as_str().unwrap_or_default().to_owned());
+            }
+        }
+        stacks.len() == wanted.len() && stacks.values().all(|s| s.len() == 2)
+    };
+    runs.until(Duration::from_secs(90), covered).await;
+    for (delivery, sha) in sent {
+        for decision in common::decisions_for(&runs.records, delivery) {
+            let stack = decision["stack_id"].as_str().unwrap_or_default();
+            let run_type = if stack == "prod" {
+                RunType::Tracked
+            } else {
+                RunType::Proposed
+            };
+            assert_eq!(
+                decision["run_id"],
+                vcs_run_id(stack, sha, run_type).as_str(),
+                "{delivery} on {stack}"
+            );
+        }
+    }
+}
+
+/// Kill the router mid-stream, restart it; then the same for the workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_stages_lose_nothing() {
+    let broker = Inlet::start(&["dev", "--only-broker"], &[]);
+    let config = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        config.path().join("inlet.toml"),
+        "[kafka.librdkafka]\n\"session.timeout.ms\" = \"6000\"\n\"fetch.wait.max.ms\" = \"10\"\n",
+    )
+    .expect("config");
+    let cluster = Cluster {
+        bootstrap: broker.ready.kafka_bootstrap_servers.clone(),
+        config,
+    };
+    let ingest = cluster.stage("ingest");
+    let mut router = cluster.stage("router");
+    let mut workers = cluster.stage("workers");
+    let created = admin(
+        &ingest,
+        KEY,
+        "POST",
+        "/integrations",
+        json!({"name": "bb", "is_default": true, "api_host_url": "https://x.example.com"}),
+    )
+    .await;
+    assert_eq!(created.status, 201);
+    for (id, branch) in [("prod", "main"), ("staging", "staging")] {
+        let stack = admin(
+            &ingest,
+            KEY,
+            "POST",
+            "/stacks",
+            json!({"id": id, "name": id, "repository": "INFRA/network", "branch": branch}),
+        )
+        .await;
+        assert_eq!(stack.status, 201);
+    }
+    let details = admin(&ingest, KEY, "GET", "/integrations/bb/details", Value::Null).await;
+    let secret = details.json()["webhook_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let url = ingest.webhook_url("bb");
+    let mut runs = TopicReader::new(&cluster.bootstrap, "inlet.runs").await;
+
+    // Router killed after about a second of a three-second stream.
+    let stream = tokio::spawn(pushes(url.clone(), secret.clone(), "r", 60));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    router.kill();
+    let _router = cluster.stage("router");
+    let sent = stream.await.expect("sender");
+    assert_all_decided(&mut runs, &sent).await;
+
+    // Workers killed the same way.
+    let stream = tokio::spawn(pushes(url, secret, "w", 60));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    workers.kill();
+    let _workers = cluster.stage("workers");
+    let sent = stream.await.expect("sender");
+    assert_all_decided(&mut runs, &sent).await;
+}
