@@ -618,6 +618,10 @@ fn cpu_seconds() -> f64 {
 /// Follows `inlet.runs` and measures from each request's due time to its first decision.
 struct DecisionWatch {
     pending: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Every decision of measured deliveries: (first due time seen, last decision time).
+    span: Arc<Mutex<Option<(Instant, Instant)>>>,
+    /// Decisions (all stacks) of measured deliveries.
+    decisions: Arc<AtomicU64>,
     histogram: Arc<Mutex<Histogram<u64>>>,
     decided: Arc<AtomicU64>,
     stop: CancellationToken,
@@ -656,6 +660,8 @@ impl DecisionWatch {
             3,
         )?));
         let decided = Arc::new(AtomicU64::new(0));
+        let decisions = Arc::new(AtomicU64::new(0));
+        let span: Arc<Mutex<Option<(Instant, Instant)>>> = Arc::default();
         let stop = CancellationToken::new();
         let task = {
             let (pending, histogram, decided, stop) = (
@@ -664,6 +670,8 @@ impl DecisionWatch {
                 decided.clone(),
                 stop.clone(),
             );
+            let (decisions, span) = (decisions.clone(), span.clone());
+            let due_of: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
             tokio::spawn(async move {
                 loop {
                     let message = tokio::select! {
@@ -678,6 +686,24 @@ impl DecisionWatch {
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .remove(delivery);
+                    // Count every decision of a measured delivery (one per stack), and the time
+                    // from the first such request's due time to the last decision.
+                    let measured_due = {
+                        let mut due_of = due_of.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(due) = due {
+                            due_of.insert(delivery.to_owned(), due);
+                        }
+                        due_of.get(delivery).copied()
+                    };
+                    if let Some(first_due) = measured_due {
+                        decisions.fetch_add(1, Ordering::Relaxed);
+                        let now = Instant::now();
+                        let mut span = span.lock().unwrap_or_else(|p| p.into_inner());
+                        *span = Some(match *span {
+                            Some((start, _)) => (start.min(first_due), now),
+                            None => (first_due, now),
+                        });
+                    }
                     if let Some(due) = due {
                         let micros = due.elapsed().as_micros().max(1) as u64;
                         let _ = histogram
@@ -692,6 +718,8 @@ impl DecisionWatch {
         };
         Ok(DecisionWatch {
             pending,
+            span,
+            decisions,
             histogram,
             decided,
             stop,
@@ -705,10 +733,21 @@ impl DecisionWatch {
         while self.decided.load(Ordering::Relaxed) < accepted && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        // Let the last decisions of each delivery (one per stack) arrive.
+        tokio::time::sleep(Duration::from_millis(500)).await;
         self.stop.cancel();
         let histogram = self.histogram.lock().unwrap_or_else(|p| p.into_inner());
+        let decisions = self.decisions.load(Ordering::Relaxed);
+        let seconds = self
+            .span
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .map(|(start, end)| end.saturating_duration_since(start).as_secs_f64())
+            .unwrap_or_default();
         EndToEnd {
             decided: self.decided.load(Ordering::Relaxed),
+            decisions,
+            decisions_per_sec: decisions as f64 / seconds.max(1e-9),
             latency_ms: Percentiles::of(&histogram),
         }
     }
@@ -722,7 +761,13 @@ impl Drop for DecisionWatch {
 
 #[derive(Debug, Serialize)]
 struct EndToEnd {
+    /// Measured deliveries that reached a decision.
     decided: u64,
+    /// Decisions (one per stack triggered) of measured deliveries.
+    decisions: u64,
+    /// Those decisions per second, from the first measured request to the last decision: the
+    /// router's and workers' throughput when the load exceeds it.
+    decisions_per_sec: f64,
     latency_ms: Percentiles,
 }
 
@@ -794,6 +839,10 @@ impl Report {
             println!(
                 "  end-to-end      p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  max {:.2} ms  ({} of {} decided)",
                 l.p50, l.p99, l.p999, l.max, e2e.decided, self.inlet.accepted
+            );
+            println!(
+                "  decisions       {} ({:.0}/s from the first measured request to the last decision)",
+                e2e.decisions, e2e.decisions_per_sec
             );
         }
         if let Some(baseline) = &self.baseline {
