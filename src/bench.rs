@@ -32,8 +32,8 @@ use inlet_core::records::headers;
 use inlet_core::secret::Secret;
 use inlet_core::signature::sign;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::topic_partition_list::Offset;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
@@ -631,28 +631,8 @@ struct DecisionWatch {
 impl DecisionWatch {
     async fn start(config: &Config, target: &ReadyInfo) -> anyhow::Result<DecisionWatch> {
         let kafka = Kafka::new(&config.kafka, &target.kafka_bootstrap_servers, true);
-        let consumer: StreamConsumer = kafka.reader().await?;
         let topic = format!("{}runs", target.topic_prefix);
-        let partitions = {
-            let topic = topic.clone();
-            let probe = kafka.reader().await?;
-            tokio::task::spawn_blocking(move || {
-                probe
-                    .fetch_metadata(Some(&topic), Duration::from_secs(10))
-                    .map(|m| {
-                        m.topics()
-                            .first()
-                            .map(|t| t.partitions().len())
-                            .unwrap_or(0)
-                    })
-            })
-            .await??
-        };
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..partitions as i32 {
-            assignment.add_partition_offset(&topic, partition, Offset::End)?;
-        }
-        consumer.assign(&assignment)?;
+        let consumer: StreamConsumer = kafka.read_all(&topic, Offset::End).await?;
         let pending: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
             1,

@@ -12,6 +12,7 @@ use inlet_core::control_log::ControlLog;
 use inlet_core::crypto::SecretsKey;
 use inlet_core::kafka::{EmbeddedBroker, Kafka};
 use inlet_core::metrics::Metrics;
+use inlet_core::pipeline::StageDeps;
 use inlet_core::ready::ReadyInfo;
 use inlet_core::secret::Secret;
 use inlet_core::topics::Topics;
@@ -157,14 +158,15 @@ async fn ingest_deps(
     })
 }
 
-async fn router_deps(config: &Config, connected: &Connected) -> anyhow::Result<inlet_router::Deps> {
-    Ok(inlet_router::Deps {
-        consumer: subscribed(
-            &connected.kafka,
-            &config.router.group_id,
-            &connected.topics.webhooks(),
-        )
-        .await?,
+/// A consuming stage's dependencies: a consumer in `group` subscribed to `topic`.
+async fn stage_deps(
+    config: &Config,
+    connected: &Connected,
+    group: &str,
+    topic: &str,
+) -> anyhow::Result<StageDeps> {
+    Ok(StageDeps {
+        consumer: subscribed(&connected.kafka, group, topic).await?,
         producer: connected.producer.clone(),
         control: connected.control.clone(),
         topics: connected.topics.clone(),
@@ -172,22 +174,14 @@ async fn router_deps(config: &Config, connected: &Connected) -> anyhow::Result<i
     })
 }
 
-async fn workers_deps(
-    config: &Config,
-    connected: &Connected,
-) -> anyhow::Result<inlet_workers::Deps> {
-    Ok(inlet_workers::Deps {
-        consumer: subscribed(
-            &connected.kafka,
-            &config.workers.group_id,
-            &connected.topics.triggers(),
-        )
-        .await?,
-        producer: connected.producer.clone(),
-        control: connected.control.clone(),
-        topics: connected.topics.clone(),
-        drain: drain(config),
-    })
+async fn router_deps(config: &Config, connected: &Connected) -> anyhow::Result<StageDeps> {
+    let topic = connected.topics.webhooks();
+    stage_deps(config, connected, &config.router.group_id, &topic).await
+}
+
+async fn workers_deps(config: &Config, connected: &Connected) -> anyhow::Result<StageDeps> {
+    let topic = connected.topics.triggers();
+    stage_deps(config, connected, &config.workers.group_id, &topic).await
 }
 
 fn write_ready(path: Option<&Path>, info: &ReadyInfo) -> anyhow::Result<()> {

@@ -257,13 +257,15 @@ pub struct PullRequestRef {
 impl PullRequestRef {
     /// The short branch name.
     pub fn branch(&self) -> String {
-        self.display_id.clone().unwrap_or_else(|| {
-            self.id
-                .strip_prefix("refs/heads/")
-                .unwrap_or(&self.id)
-                .to_owned()
-        })
+        short_branch(self.display_id.as_deref(), &self.id)
     }
+}
+
+/// `displayId` when present, else the ref without `refs/heads/`.
+fn short_branch(display_id: Option<&str>, id: &str) -> String {
+    display_id
+        .unwrap_or_else(|| id.strip_prefix("refs/heads/").unwrap_or(id))
+        .to_owned()
 }
 
 /// A pull request as events carry it.
@@ -304,12 +306,7 @@ pub struct PreviousTarget {
 impl PreviousTarget {
     /// The short branch name.
     pub fn branch(&self) -> String {
-        self.display_id.clone().unwrap_or_else(|| {
-            self.id
-                .strip_prefix("refs/heads/")
-                .unwrap_or(&self.id)
-                .to_owned()
-        })
+        short_branch(self.display_id.as_deref(), &self.id)
     }
 }
 

@@ -578,24 +578,13 @@ fn validate_branch(branch: &str) -> Result<(), Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::CONTROL_SCHEMA;
     use crate::crypto::SecretsKey;
     use crate::domain::{Role, RoleBinding};
     use crate::secret::Secret;
+    use crate::testing::record;
 
     fn test_key() -> SecretsKey {
         SecretsKey::parse(&"11".repeat(32)).expect("key")
-    }
-
-    fn record(command: ControlCommand) -> ControlRecord {
-        ControlRecord {
-            schema: CONTROL_SCHEMA.to_owned(),
-            command_id: "c".to_owned(),
-            origin: "test".to_owned(),
-            issued_at: "2026-01-01T00:00:00Z".to_owned(),
-            actor: "bootstrap".to_owned(),
-            command,
-        }
     }
 
     fn space(id: &str, parent: &str, inherit: bool) -> ControlCommand {

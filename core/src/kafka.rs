@@ -135,6 +135,41 @@ impl Kafka {
         Ok(tokio::task::spawn_blocking(move || config.create::<StreamConsumer>()).await??)
     }
 
+    /// The partition count of `topic` (0 when it does not exist).
+    pub async fn partition_count(&self, topic: &str) -> Result<usize, SetupError> {
+        use rdkafka::consumer::Consumer;
+        let probe = self.reader().await?;
+        let topic = topic.to_owned();
+        Ok(tokio::task::spawn_blocking(move || {
+            probe
+                .fetch_metadata(Some(&topic), Duration::from_secs(30))
+                .map(|m| {
+                    m.topics()
+                        .first()
+                        .map(|t| t.partitions().len())
+                        .unwrap_or(0)
+                })
+        })
+        .await??)
+    }
+
+    /// A reader assigned every partition of `topic` at `offset` (e.g. the beginning or the end).
+    pub async fn read_all(
+        &self,
+        topic: &str,
+        offset: rdkafka::topic_partition_list::Offset,
+    ) -> Result<StreamConsumer, SetupError> {
+        use rdkafka::consumer::Consumer;
+        let partitions = self.partition_count(topic).await?;
+        let reader = self.reader().await?;
+        let mut assignment = rdkafka::topic_partition_list::TopicPartitionList::new();
+        for partition in 0..partitions as i32 {
+            assignment.add_partition_offset(topic, partition, offset)?;
+        }
+        reader.assign(&assignment)?;
+        Ok(reader)
+    }
+
     /// Creates missing topics on a real cluster (the embedded broker creates its own). Topics that
     /// already exist are left alone, so a cluster where an operator created them needs no
     /// create permission.

@@ -25,6 +25,20 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
+/// What a consuming stage (router, workers) runs with, built by the caller.
+pub struct StageDeps {
+    /// Consumer subscribed to the stage's input topic, offsets stored manually.
+    pub consumer: StreamConsumer,
+    /// The idempotent producer.
+    pub producer: FutureProducer,
+    /// This process's fold of the control log.
+    pub control: crate::control_log::ControlLog,
+    /// Topic names.
+    pub topics: crate::topics::Topics,
+    /// Longest drain on shutdown.
+    pub drain: Duration,
+}
+
 /// One record a handler wants produced.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -39,6 +53,16 @@ pub struct Output {
 }
 
 impl Output {
+    /// A delivery event for `topic`, keyed by its delivery id.
+    pub fn delivery_event(topic: &str, event: &crate::records::DeliveryEvent) -> Output {
+        Output {
+            topic: topic.to_owned(),
+            key: event.delivery_id.clone(),
+            payload: serde_json::to_vec(event).unwrap_or_default(),
+            headers: None,
+        }
+    }
+
     fn record(&self) -> FutureRecord<'_, String, Vec<u8>> {
         let record = FutureRecord::to(&self.topic)
             .key(&self.key)
@@ -121,19 +145,24 @@ struct Position {
     offset: i64,
 }
 
-/// Consumes `consumer` (already subscribed) until `shutdown`, producing each input's outputs with
-/// `producer` and storing offsets in order as outputs are acknowledged. At most `max_in_flight`
-/// inputs await acknowledgement at once. On shutdown it stops consuming, waits up to `drain` for
-/// in-flight outputs, stores their offsets and commits.
+/// Consumes `deps.consumer` (already subscribed) until `shutdown`, producing each input's outputs
+/// and storing offsets in order as outputs are acknowledged. At most `max_in_flight` inputs await
+/// acknowledgement at once. On shutdown it stops consuming, waits up to `deps.drain` for in-flight
+/// outputs, stores their offsets and commits.
 pub async fn run<H: Handler>(
-    consumer: StreamConsumer,
-    producer: FutureProducer,
+    deps: StageDeps,
     handler: H,
-    dlq_topic: String,
     max_in_flight: usize,
-    drain: Duration,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
+    let StageDeps {
+        consumer,
+        producer,
+        topics,
+        drain,
+        ..
+    } = deps;
+    let dlq_topic = topics.dlq();
     let consumer = Arc::new(consumer);
     let mut in_flight = FuturesOrdered::new();
     loop {

@@ -14,8 +14,8 @@ use inlet_core::CancellationToken;
 use inlet_core::kafka::{Kafka, SetupError};
 use inlet_core::records::{DeliveryEvent, DeliveryOutcome};
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::topic_partition_list::Offset;
 
 /// Deliveries whose story is kept.
 const MAX_DELIVERIES: usize = 100_000;
@@ -86,27 +86,7 @@ impl DeliveryLog {
         topic: String,
         shutdown: CancellationToken,
     ) -> Result<(DeliveryLog, tokio::task::JoinHandle<()>), SetupError> {
-        let consumer = kafka.reader().await?;
-        let partitions = {
-            let probe = kafka.reader().await?;
-            let topic = topic.clone();
-            tokio::task::spawn_blocking(move || {
-                probe
-                    .fetch_metadata(Some(&topic), Duration::from_secs(30))
-                    .map(|m| {
-                        m.topics()
-                            .first()
-                            .map(|t| t.partitions().len())
-                            .unwrap_or(0)
-                    })
-            })
-            .await??
-        };
-        let mut assignment = TopicPartitionList::new();
-        for partition in 0..partitions as i32 {
-            assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
-        }
-        consumer.assign(&assignment)?;
+        let consumer = kafka.read_all(&topic, Offset::Beginning).await?;
         let log = DeliveryLog::default();
         let task = tokio::spawn(follow(consumer, log.clone(), shutdown));
         Ok((log, task))

@@ -31,12 +31,9 @@ use inlet_core::dedup::SeenWindow;
 use inlet_core::kafka::header;
 use inlet_core::pipeline::{self, Handler, Output, Poison};
 use inlet_core::records::{DeliveryEvent, DeliveryOutcome, RecordPosition, Stage, headers};
-use inlet_core::topics::Topics;
 use rdkafka::Message;
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use tracing::Instrument;
 
 use crate::route::{Delivery, IgnoredReason, route_pull_request, route_push};
@@ -49,19 +46,8 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(60 * 60);
 /// How many delivery ids are remembered at most.
 const DUPLICATE_CAPACITY: usize = 200_000;
 
-/// What the router runs with, built by the caller.
-pub struct Deps {
-    /// Consumer subscribed to the webhooks topic, offsets stored manually.
-    pub consumer: StreamConsumer,
-    /// The idempotent producer.
-    pub producer: FutureProducer,
-    /// This process's fold of the control log.
-    pub control: ControlLog,
-    /// Topic names.
-    pub topics: Topics,
-    /// Longest drain on shutdown.
-    pub drain: Duration,
-}
+/// What the stage runs with, built by the caller.
+pub use inlet_core::pipeline::StageDeps as Deps;
 
 /// Routes until `shutdown`, then drains in-flight outputs and commits.
 pub async fn run(
@@ -70,21 +56,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
     let handler = Router {
-        control: deps.control,
+        control: deps.control.clone(),
         triggers_topic: deps.topics.triggers(),
         deliveries_topic: deps.topics.deliveries(),
         seen: Mutex::new(SeenWindow::new(DUPLICATE_WINDOW, DUPLICATE_CAPACITY)),
     };
-    pipeline::run(
-        deps.consumer,
-        deps.producer,
-        handler,
-        deps.topics.dlq(),
-        config.max_in_flight,
-        deps.drain,
-        shutdown,
-    )
-    .await?;
+    pipeline::run(deps, handler, config.max_in_flight, shutdown).await?;
     tracing::info!("router stopped");
     Ok(())
 }
@@ -238,12 +215,7 @@ impl Router {
     }
 
     fn delivery_output(&self, record: &DeliveryEvent) -> Output {
-        Output {
-            topic: self.deliveries_topic.clone(),
-            key: record.delivery_id.clone(),
-            payload: serde_json::to_vec(record).unwrap_or_default(),
-            headers: None,
-        }
+        Output::delivery_event(&self.deliveries_topic, record)
     }
 }
 

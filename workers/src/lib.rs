@@ -32,12 +32,9 @@ use inlet_core::pipeline::{self, Handler, Output, Poison};
 use inlet_core::records::{
     DeliveryEvent, DeliveryOutcome, RunStatus, StackTrigger, Stage, TriggerKind, headers,
 };
-use inlet_core::topics::Topics;
 use rdkafka::Message;
-use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::FutureProducer;
 use tracing::Instrument;
 
 use crate::decide::{NoDecision, decide};
@@ -49,19 +46,8 @@ const RUN_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// How many decided `run_id`s are remembered per partition at most.
 const RUN_CAPACITY: usize = 100_000;
 
-/// What the workers run with, built by the caller.
-pub struct Deps {
-    /// Consumer subscribed to the triggers topic, offsets stored manually.
-    pub consumer: StreamConsumer,
-    /// The idempotent producer.
-    pub producer: FutureProducer,
-    /// This process's fold of the control log.
-    pub control: ControlLog,
-    /// Topic names.
-    pub topics: Topics,
-    /// Longest drain on shutdown.
-    pub drain: Duration,
-}
+/// What the stage runs with, built by the caller.
+pub use inlet_core::pipeline::StageDeps as Deps;
 
 /// Decides until `shutdown`, then drains in-flight outputs and commits.
 pub async fn run(
@@ -70,21 +56,12 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
     let handler = Worker {
-        control: deps.control,
+        control: deps.control.clone(),
         runs_topic: deps.topics.runs(),
         deliveries_topic: deps.topics.deliveries(),
         decided: Mutex::new(HashMap::new()),
     };
-    pipeline::run(
-        deps.consumer,
-        deps.producer,
-        handler,
-        deps.topics.dlq(),
-        config.max_in_flight,
-        deps.drain,
-        shutdown,
-    )
-    .await?;
+    pipeline::run(deps, handler, config.max_in_flight, shutdown).await?;
     tracing::info!("workers stopped");
     Ok(())
 }
@@ -222,11 +199,6 @@ impl Worker {
     }
 
     fn delivery_output(&self, record: &DeliveryEvent) -> Output {
-        Output {
-            topic: self.deliveries_topic.clone(),
-            key: record.delivery_id.clone(),
-            payload: serde_json::to_vec(record).unwrap_or_default(),
-            headers: None,
-        }
+        Output::delivery_event(&self.deliveries_topic, record)
     }
 }
