@@ -104,6 +104,14 @@ pub struct StageArgs {
     /// Shared Kafka flags.
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    /// Address of the operations listener: /healthz, /readyz, /metrics (port 0: any free port).
+    #[arg(
+        long,
+        env = "INLET_METRICS_ADDR",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub metrics_addr: SocketAddr,
 }
 
 fn parse_log_format(value: &str) -> Result<LogFormat, String> {

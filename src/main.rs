@@ -5,6 +5,7 @@
 
 mod bench;
 mod cli;
+mod ops;
 mod replay;
 mod stages;
 
@@ -50,12 +51,8 @@ async fn main() -> ExitCode {
         Command::Ingest(args) => {
             stages::ingest(config, args.kafka.ready_file.as_deref(), shutdown).await
         }
-        Command::Router(args) => {
-            stages::router(config, args.kafka.ready_file.as_deref(), shutdown).await
-        }
-        Command::Workers(args) => {
-            stages::workers(config, args.kafka.ready_file.as_deref(), shutdown).await
-        }
+        Command::Router(args) => stages::router(config, &args, shutdown).await,
+        Command::Workers(args) => stages::workers(config, &args, shutdown).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::Replay(args) => replay::run(config, args).await,
     };

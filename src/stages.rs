@@ -13,6 +13,9 @@ use inlet_core::crypto::SecretsKey;
 use inlet_core::kafka::{EmbeddedBroker, Kafka};
 use inlet_core::metrics::Metrics;
 use inlet_core::pipeline::StageDeps;
+
+use crate::cli::StageArgs;
+use crate::ops::Ops;
 use inlet_core::ready::ReadyInfo;
 use inlet_core::secret::Secret;
 use inlet_core::topics::Topics;
@@ -43,17 +46,23 @@ async fn connect(
         .await
         .context("creating topics")?;
     let producer = kafka.producer().await.context("creating the producer")?;
-    let (control, control_task) =
-        ControlLog::start(&kafka, topics.control(), producer.clone(), shutdown.clone())
-            .await
-            .context("following the control log")?;
+    let metrics = Metrics::new();
+    let (control, control_task) = ControlLog::start(
+        &kafka,
+        topics.control(),
+        producer.clone(),
+        metrics.control.clone(),
+        shutdown.clone(),
+    )
+    .await
+    .context("following the control log")?;
     Ok(Connected {
         kafka,
         topics,
         producer,
         control,
         control_task,
-        metrics: Metrics::new(),
+        metrics,
     })
 }
 
@@ -171,6 +180,7 @@ async fn stage_deps(
         control: connected.control.clone(),
         topics: connected.topics.clone(),
         drain: drain(config),
+        metrics: connected.metrics.clone(),
     })
 }
 
@@ -400,34 +410,73 @@ pub async fn ingest(
     Ok(())
 }
 
+/// Which consuming stage to run alone.
+#[derive(Clone, Copy)]
+enum Consuming {
+    Router,
+    Workers,
+}
+
 /// `inlet router` against a configured cluster.
 pub async fn router(
     config: Config,
-    ready_file: Option<&Path>,
+    args: &StageArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let bootstrap = external_bootstrap(&config, "router")?;
-    let connected = connect(&config, &bootstrap, false, &shutdown).await?;
-    let deps = router_deps(&config, &connected).await?;
-    write_ready(ready_file, &stage_ready(&bootstrap, &connected.topics))?;
-    tracing::info!("router ready");
-    inlet_router::run(&config.router, deps, shutdown).await?;
-    let _ = connected.control_task.await;
-    Ok(())
+    consuming(config, args, Consuming::Router, shutdown).await
 }
 
 /// `inlet workers` against a configured cluster.
 pub async fn workers(
     config: Config,
-    ready_file: Option<&Path>,
+    args: &StageArgs,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let bootstrap = external_bootstrap(&config, "workers")?;
+    consuming(config, args, Consuming::Workers, shutdown).await
+}
+
+async fn consuming(
+    config: Config,
+    args: &StageArgs,
+    stage: Consuming,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let name = match stage {
+        Consuming::Router => "router",
+        Consuming::Workers => "workers",
+    };
+    let bootstrap = external_bootstrap(&config, name)?;
     let connected = connect(&config, &bootstrap, false, &shutdown).await?;
-    let deps = workers_deps(&config, &connected).await?;
-    write_ready(ready_file, &stage_ready(&bootstrap, &connected.topics))?;
-    tracing::info!("workers ready");
-    inlet_workers::run(&config.workers, deps, shutdown).await?;
+    let deps = match stage {
+        Consuming::Router => router_deps(&config, &connected).await?,
+        Consuming::Workers => workers_deps(&config, &connected).await?,
+    };
+    let ops_listener = TcpListener::bind(args.metrics_addr)
+        .await
+        .with_context(|| format!("binding the operations listener {}", args.metrics_addr))?;
+    let ops_addr = ops_listener.local_addr()?;
+    let ops = Arc::new(Ops {
+        metrics: connected.metrics.clone(),
+        control: connected.control.clone(),
+    });
+    let ops_task = tokio::spawn(inlet_ingest::listener::serve(
+        "operations",
+        ops_listener,
+        ops,
+        Duration::from_secs(5),
+        Duration::from_secs(1),
+        shutdown.clone(),
+    ));
+    write_ready(
+        args.kafka.ready_file.as_deref(),
+        &stage_ready(&bootstrap, &connected.topics),
+    )?;
+    tracing::info!(operations = %ops_addr, "{name} ready");
+    match stage {
+        Consuming::Router => inlet_router::run(&config.router, deps, shutdown).await?,
+        Consuming::Workers => inlet_workers::run(&config.workers, deps, shutdown).await?,
+    }
+    let _ = ops_task.await;
     let _ = connected.control_task.await;
     Ok(())
 }

@@ -186,6 +186,30 @@ async fn push_to_decisions_in_dev() {
         bootstrap: &bootstrap,
     })
     .await;
+    // The metrics of every stage tell the same story.
+    let metrics = common::send(
+        "GET",
+        &format!(
+            "{}/metrics",
+            dev.ready.admin_base_url.as_deref().expect("admin")
+        ),
+        &[],
+        "",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    for line in [
+        "inlet_router_events_total{event=\"repo:refs_changed\",outcome=\"routed\"} 2",
+        "inlet_router_triggers_total 4",
+        "inlet_workers_decisions_total{reason=\"none\",status=\"requested\"} 2",
+        "inlet_workers_decisions_total{reason=\"integration_detached\",status=\"blocked\"} 2",
+        "inlet_workers_end_to_end_seconds_count 4",
+        "inlet_control_registry_entities{kind=\"stacks\"} 2",
+        "inlet_control_registry_entities{kind=\"integrations\"} 1",
+        "inlet_control_commands_total{kind=\"delete_integration\",outcome=\"accepted\"} 1",
+    ] {
+        assert!(text.contains(line), "missing `{line}` in\n{text}");
+    }
     let status = dev.stop();
     assert!(status.success(), "exit status {status}\n{}", dev.log());
 }

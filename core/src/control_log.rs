@@ -22,6 +22,7 @@ use crate::clock::now_rfc3339;
 use crate::control::{CONTROL_SCHEMA, ControlCommand, ControlRecord};
 use crate::fold::Outcome;
 use crate::kafka::{Kafka, SetupError};
+use crate::metrics::ControlMetrics;
 use crate::registry::Registry;
 use crate::secret::Secret;
 
@@ -52,6 +53,7 @@ struct Shared {
     origin: String,
     topic: String,
     producer: FutureProducer,
+    metrics: ControlMetrics,
 }
 
 /// A handle on this process's fold of the control log. Cheap to clone.
@@ -68,6 +70,7 @@ impl ControlLog {
         kafka: &Kafka,
         topic: String,
         producer: FutureProducer,
+        metrics: ControlMetrics,
         shutdown: CancellationToken,
     ) -> Result<(ControlLog, tokio::task::JoinHandle<()>), SetupError> {
         let consumer = kafka.reader().await?;
@@ -104,7 +107,9 @@ impl ControlLog {
             origin: Secret::generate(8).expose().to_owned(),
             topic,
             producer,
+            metrics,
         });
+        shared.metrics.end_offset.set(end);
         let log = ControlLog {
             shared: shared.clone(),
         };
@@ -161,6 +166,7 @@ impl ControlLog {
         .map_err(|err| ControlError::Unavailable(err.to_string()))?
         .map_err(|err| ControlError::Unavailable(err.to_string()))?
         .1;
+        self.shared.metrics.end_offset.set(end);
         tokio::time::timeout(APPEND_TIMEOUT, self.wait_applied(end))
             .await
             .map_err(|_| ControlError::FoldTimeout)
@@ -236,11 +242,37 @@ async fn follow(consumer: StreamConsumer, shared: Arc<Shared>, shutdown: Cancell
             .map(serde_json::from_slice::<ControlRecord>);
         match record {
             Some(Ok(record)) => {
-                let outcome = shared
-                    .registry
-                    .write()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .apply(&record);
+                let (outcome, sizes) = {
+                    let mut registry = shared
+                        .registry
+                        .write()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    let outcome = registry.apply(&record);
+                    (outcome, registry.sizes())
+                };
+                let metrics = &shared.metrics;
+                metrics
+                    .commands
+                    .with_label_values(&[
+                        record.command.kind(),
+                        if outcome.is_ok() {
+                            "accepted"
+                        } else {
+                            "rejected"
+                        },
+                    ])
+                    .inc();
+                for (kind, count) in [
+                    ("spaces", sizes.spaces),
+                    ("integrations", sizes.integrations),
+                    ("stacks", sizes.stacks),
+                    ("api_keys", sizes.api_keys),
+                ] {
+                    metrics
+                        .entities
+                        .with_label_values(&[kind])
+                        .set(count as i64);
+                }
                 match &outcome {
                     Ok(_) => tracing::debug!(offset, kind = record.command.kind(), "applied"),
                     Err(rejection) => tracing::info!(
@@ -269,6 +301,7 @@ async fn follow(consumer: StreamConsumer, shared: Arc<Shared>, shutdown: Cancell
             }
             None => tracing::error!(offset, "skipping empty control record"),
         }
+        shared.metrics.applied_offset.set(offset + 1);
         shared.applied.send_replace(offset + 1);
     }
 }

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::bitbucket::events;
@@ -79,12 +80,81 @@ pub struct IngestMetrics {
     pub body_bytes: Histogram,
 }
 
+/// The router's metrics.
+#[derive(Clone)]
+pub struct RouterMetrics {
+    /// `inlet_router_events_total{event, outcome}`: outcome routed, ignored, duplicate,
+    /// dead_lettered.
+    pub events: IntCounterVec,
+    /// `inlet_router_triggers_total`: stack triggers emitted.
+    pub triggers: IntCounter,
+    /// `inlet_router_processing_duration_seconds`: from reading a webhook to its outputs queued.
+    pub processing_seconds: Histogram,
+    /// `inlet_router_dead_letters_total`.
+    pub dead_letters: IntCounter,
+}
+
+/// The workers' metrics.
+#[derive(Clone)]
+pub struct WorkersMetrics {
+    /// `inlet_workers_decisions_total{status, reason}`: status requested, blocked or none (no
+    /// decision); reason the blocked or no-decision code, `none` otherwise.
+    pub decisions: IntCounterVec,
+    /// `inlet_workers_duplicate_runs_total`: decisions not emitted again.
+    pub duplicate_runs: IntCounter,
+    /// `inlet_workers_end_to_end_seconds`: from ingest receiving the webhook to the decision.
+    pub end_to_end_seconds: Histogram,
+    /// `inlet_workers_dead_letters_total`.
+    pub dead_letters: IntCounter,
+}
+
+/// The control plane's metrics (every process folds the control log).
+#[derive(Clone)]
+pub struct ControlMetrics {
+    /// `inlet_control_applied_offset`: the next control-log offset to fold.
+    pub applied_offset: IntGauge,
+    /// `inlet_control_end_offset`: the control log's end when last checked (startup, admin
+    /// requests, readiness probes); with the applied offset it shows how far behind a process is.
+    pub end_offset: IntGauge,
+    /// `inlet_control_commands_total{kind, outcome}`: outcome accepted or rejected.
+    pub commands: IntCounterVec,
+    /// `inlet_control_registry_entities{kind}`: spaces, integrations, stacks, api_keys.
+    pub entities: IntGaugeVec,
+}
+
 /// Every metric of a process.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     /// Ingest.
     pub ingest: IngestMetrics,
+    /// Router.
+    pub router: RouterMetrics,
+    /// Workers.
+    pub workers: WorkersMetrics,
+    /// Control plane.
+    pub control: ControlMetrics,
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|err| unreachable!("static metric definition: {err}"))
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    IntCounter::new(name, help)
+        .unwrap_or_else(|err| unreachable!("static metric definition: {err}"))
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+        .unwrap_or_else(|err| unreachable!("static metric definition: {err}"))
+}
+
+fn latency_buckets() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ]
 }
 
 impl Metrics {
@@ -140,7 +210,93 @@ impl Metrics {
                 .register(collector)
                 .unwrap_or_else(|err| unreachable!("each metric is registered once: {err}"));
         }
-        Arc::new(Metrics { registry, ingest })
+        let router = RouterMetrics {
+            events: counter_vec(
+                "inlet_router_events_total",
+                "Webhooks routed, by event key and outcome.",
+                &["event", "outcome"],
+            ),
+            triggers: counter("inlet_router_triggers_total", "Stack triggers emitted."),
+            processing_seconds: histogram(
+                "inlet_router_processing_duration_seconds",
+                "Time to route one webhook.",
+                latency_buckets(),
+            ),
+            dead_letters: counter(
+                "inlet_router_dead_letters_total",
+                "Webhook records sent to the dead-letter topic.",
+            ),
+        };
+        let workers = WorkersMetrics {
+            decisions: counter_vec(
+                "inlet_workers_decisions_total",
+                "Run decisions by status and reason.",
+                &["status", "reason"],
+            ),
+            duplicate_runs: counter(
+                "inlet_workers_duplicate_runs_total",
+                "Decisions not emitted again because their run was already decided.",
+            ),
+            end_to_end_seconds: histogram(
+                "inlet_workers_end_to_end_seconds",
+                "Time from ingest receiving a webhook to its run decision.",
+                latency_buckets(),
+            ),
+            dead_letters: counter(
+                "inlet_workers_dead_letters_total",
+                "Trigger records sent to the dead-letter topic.",
+            ),
+        };
+        let control = ControlMetrics {
+            applied_offset: IntGauge::new(
+                "inlet_control_applied_offset",
+                "The next control-log offset this process will fold.",
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+            end_offset: IntGauge::new(
+                "inlet_control_end_offset",
+                "The control log's end offset when last checked.",
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+            commands: counter_vec(
+                "inlet_control_commands_total",
+                "Control commands folded, by kind and outcome.",
+                &["kind", "outcome"],
+            ),
+            entities: IntGaugeVec::new(
+                Opts::new(
+                    "inlet_control_registry_entities",
+                    "Entities in the registry.",
+                ),
+                &["kind"],
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+        };
+        for collector in [
+            Box::new(router.events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(router.triggers.clone()),
+            Box::new(router.processing_seconds.clone()),
+            Box::new(router.dead_letters.clone()),
+            Box::new(workers.decisions.clone()),
+            Box::new(workers.duplicate_runs.clone()),
+            Box::new(workers.end_to_end_seconds.clone()),
+            Box::new(workers.dead_letters.clone()),
+            Box::new(control.applied_offset.clone()),
+            Box::new(control.end_offset.clone()),
+            Box::new(control.commands.clone()),
+            Box::new(control.entities.clone()),
+        ] {
+            registry
+                .register(collector)
+                .unwrap_or_else(|err| unreachable!("each metric is registered once: {err}"));
+        }
+        Arc::new(Metrics {
+            registry,
+            ingest,
+            router,
+            workers,
+            control,
+        })
     }
 
     /// The text exposition format.

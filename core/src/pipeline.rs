@@ -37,6 +37,8 @@ pub struct StageDeps {
     pub topics: crate::topics::Topics,
     /// Longest drain on shutdown.
     pub drain: Duration,
+    /// The process's metrics.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// One record a handler wants produced.

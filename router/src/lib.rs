@@ -29,6 +29,7 @@ use inlet_core::config::StageConfig;
 use inlet_core::control_log::ControlLog;
 use inlet_core::dedup::SeenWindow;
 use inlet_core::kafka::header;
+use inlet_core::metrics::{RouterMetrics, event_label};
 use inlet_core::pipeline::{self, Handler, Output, Poison};
 use inlet_core::records::{DeliveryEvent, DeliveryOutcome, RecordPosition, Stage, headers};
 use rdkafka::Message;
@@ -56,6 +57,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
     let handler = Router {
+        metrics: deps.metrics.router.clone(),
         control: deps.control.clone(),
         triggers_topic: deps.topics.triggers(),
         deliveries_topic: deps.topics.deliveries(),
@@ -67,6 +69,7 @@ pub async fn run(
 }
 
 struct Router {
+    metrics: RouterMetrics,
     control: ControlLog,
     triggers_topic: String,
     deliveries_topic: String,
@@ -81,6 +84,11 @@ impl Handler for Router {
     async fn handle(&self, message: &OwnedMessage) -> Result<Vec<Output>, Poison> {
         let (partition, offset) = (message.partition(), message.offset());
         let Some(delivery) = delivery_of(message) else {
+            self.metrics.dead_letters.inc();
+            self.metrics
+                .events
+                .with_label_values(&["none", "dead_lettered"])
+                .inc();
             return Err(Poison {
                 reason: "webhook record without inlet headers".to_owned(),
                 outputs: Vec::new(),
@@ -93,16 +101,45 @@ impl Handler for Router {
             partition,
             offset
         );
-        self.route(message, delivery).instrument(span).await
+        let started = Instant::now();
+        let event = event_label(Some(&delivery.event_key));
+        let result = self.route(message, delivery).instrument(span).await;
+        let outcome = match &result {
+            Err(_) => {
+                self.metrics.dead_letters.inc();
+                "dead_lettered"
+            }
+            Ok((outcome, outputs)) => {
+                let triggers = outputs
+                    .iter()
+                    .filter(|o| o.topic == self.triggers_topic)
+                    .count();
+                self.metrics.triggers.inc_by(triggers as u64);
+                match outcome {
+                    DeliveryOutcome::Duplicate => "duplicate",
+                    DeliveryOutcome::Routed => "routed",
+                    _ => "ignored",
+                }
+            }
+        };
+        self.metrics
+            .events
+            .with_label_values(&[event, outcome])
+            .inc();
+        self.metrics
+            .processing_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result.map(|(_, outputs)| outputs)
     }
 }
 
 impl Router {
+    /// Routes one delivery: the outcome recorded for it, and its outputs.
     async fn route(
         &self,
         message: &OwnedMessage,
         delivery: Delivery,
-    ) -> Result<Vec<Output>, Poison> {
+    ) -> Result<(DeliveryOutcome, Vec<Output>), Poison> {
         if tokio::time::timeout(
             CONTROL_WAIT,
             self.control.wait_applied(delivery.control_offset),
@@ -140,7 +177,7 @@ impl Router {
             tracing::info!(reason = "duplicate", "delivery already routed; dropped");
             record.outcome = DeliveryOutcome::Duplicate;
             record.reasons = vec!["duplicate_delivery".to_owned()];
-            return Ok(vec![self.delivery_output(&record)]);
+            return Ok((record.outcome, vec![self.delivery_output(&record)]));
         }
 
         let event = match bitbucket::parse(
@@ -152,7 +189,7 @@ impl Router {
                 record.outcome = DeliveryOutcome::Ignored;
                 record.reasons = vec![IgnoredReason::EventNotHandled.as_str().to_owned()];
                 tracing::info!(event_key = %delivery.event_key, reason = "event_not_handled", "ignored");
-                return Ok(vec![self.delivery_output(&record)]);
+                return Ok((record.outcome, vec![self.delivery_output(&record)]));
             }
             Err(err) => {
                 record.outcome = DeliveryOutcome::DeadLettered;
@@ -211,7 +248,7 @@ impl Router {
             })
             .collect();
         outputs.push(self.delivery_output(&record));
-        Ok(outputs)
+        Ok((record.outcome, outputs))
     }
 
     fn delivery_output(&self, record: &DeliveryEvent) -> Output {

@@ -24,10 +24,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use inlet_core::CancellationToken;
+use inlet_core::clock::parse_rfc3339;
 use inlet_core::config::StageConfig;
 use inlet_core::control_log::ControlLog;
 use inlet_core::dedup::SeenWindow;
 use inlet_core::kafka::header;
+use inlet_core::metrics::WorkersMetrics;
 use inlet_core::pipeline::{self, Handler, Output, Poison};
 use inlet_core::records::{
     DeliveryEvent, DeliveryOutcome, RunStatus, StackTrigger, Stage, TriggerKind, headers,
@@ -56,6 +58,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
     let handler = Worker {
+        metrics: deps.metrics.workers.clone(),
         control: deps.control.clone(),
         runs_topic: deps.topics.runs(),
         deliveries_topic: deps.topics.deliveries(),
@@ -67,6 +70,7 @@ pub async fn run(
 }
 
 struct Worker {
+    metrics: WorkersMetrics,
     control: ControlLog,
     runs_topic: String,
     deliveries_topic: String,
@@ -136,6 +140,10 @@ impl Worker {
                 tracing::info!(reason = "stack_deleted", "no decision");
                 record.outcome = DeliveryOutcome::NoDecision;
                 record.reasons = vec!["stack_deleted".to_owned()];
+                self.metrics
+                    .decisions
+                    .with_label_values(&["none", "stack_deleted"])
+                    .inc();
                 return vec![self.delivery_output(&record)];
             }
         };
@@ -154,12 +162,28 @@ impl Worker {
                 .or_insert_with(|| SeenWindow::new(RUN_WINDOW, RUN_CAPACITY));
             if !window.first_time(&decision.run_id, Instant::now()) {
                 tracing::info!(run_id = %decision.run_id, "run already decided; not emitted again");
+                self.metrics.duplicate_runs.inc();
                 record.outcome = DeliveryOutcome::DuplicateRun;
                 record.reasons = vec!["run_already_decided".to_owned()];
                 return vec![self.delivery_output(&record)];
             }
         }
         record.status = Some(decision.status);
+        let (status, reason) = match &decision.blocked_reason {
+            Some(reason) => ("blocked", reason.code.as_str()),
+            None => ("requested", "none"),
+        };
+        // Reason codes come from the decide module's fixed set, so the label stays bounded.
+        self.metrics
+            .decisions
+            .with_label_values(&[status, reason])
+            .inc();
+        if let Some(received) = parse_rfc3339(&trigger.received_at) {
+            let age = time::OffsetDateTime::now_utc() - received;
+            self.metrics
+                .end_to_end_seconds
+                .observe(age.as_seconds_f64().max(0.0));
+        }
         match decision.status {
             RunStatus::Requested => {
                 tracing::debug!(run_id = %decision.run_id, run_type = decision.run_type.as_str(), "run requested")
