@@ -39,6 +39,10 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Re-publish an integration's webhooks received since a time (after a downstream outage).
     Replay(crate::replay::ReplayArgs),
+    /// Sign and send a realistic Bitbucket webhook to an inlet.
+    Send(crate::send::SendArgs),
+    /// Follow runs, deliveries, triggers or dead letters, one line per record.
+    Tail(crate::tail::TailArgs),
 }
 
 /// Flags every stage shares.
@@ -177,7 +181,7 @@ pub fn config(cli: &Cli) -> anyhow::Result<Config> {
             args.listen.apply(&mut config);
         }
         Command::Router(args) | Command::Workers(args) => args.kafka.apply(&mut config),
-        Command::Bench(_) | Command::Replay(_) => {}
+        Command::Bench(_) | Command::Replay(_) | Command::Send(_) | Command::Tail(_) => {}
     }
     config.validate()?;
     Ok(config)

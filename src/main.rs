@@ -7,7 +7,9 @@ mod bench;
 mod cli;
 mod ops;
 mod replay;
+mod send;
 mod stages;
+mod tail;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -55,6 +57,8 @@ async fn main() -> ExitCode {
         Command::Workers(args) => stages::workers(config, &args, shutdown).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::Replay(args) => replay::run(config, args).await,
+        Command::Send(args) => send::run(args).await,
+        Command::Tail(args) => tail::run(config, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
