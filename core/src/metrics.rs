@@ -134,6 +134,9 @@ pub struct Metrics {
     pub workers: WorkersMetrics,
     /// Control plane.
     pub control: ControlMetrics,
+    /// `inlet_consumer_lag_records{stage, partition}`: records between a consuming stage's
+    /// position and the end of each partition it reads, refreshed every 5 s.
+    pub consumer_lag: IntGaugeVec,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -272,8 +275,17 @@ impl Metrics {
             )
             .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
         };
+        let consumer_lag = IntGaugeVec::new(
+            Opts::new(
+                "inlet_consumer_lag_records",
+                "Records between a stage's position and the end of each partition it reads.",
+            ),
+            &["stage", "partition"],
+        )
+        .unwrap_or_else(|err| unreachable!("static metric definition: {err}"));
         for collector in [
-            Box::new(router.events.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(router.events.clone()),
             Box::new(router.triggers.clone()),
             Box::new(router.processing_seconds.clone()),
             Box::new(router.dead_letters.clone()),
@@ -296,6 +308,7 @@ impl Metrics {
             router,
             workers,
             control,
+            consumer_lag,
         })
     }
 

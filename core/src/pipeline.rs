@@ -162,15 +162,23 @@ pub async fn run<H: Handler>(
         producer,
         topics,
         drain,
+        metrics,
         ..
     } = deps;
     let dlq_topic = topics.dlq();
+    let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
+    lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let consumer = Arc::new(consumer);
     let mut in_flight = FuturesOrdered::new();
     loop {
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            _ = lag_tick.tick() => {
+                let (consumer, metrics, stage) = (consumer.clone(), metrics.clone(), handler.stage());
+                // Metadata calls block inside librdkafka.
+                tokio::task::spawn_blocking(move || record_lag(&consumer, &metrics, stage));
+            }
             Some(position) = in_flight.next(), if !in_flight.is_empty() => {
                 store(&consumer, &position);
             }
@@ -294,6 +302,32 @@ async fn confirm(
         }
     }
     position
+}
+
+/// How often consumer lag is measured.
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Sets `inlet_consumer_lag_records` for each partition the consumer is assigned.
+fn record_lag(consumer: &StreamConsumer, metrics: &crate::metrics::Metrics, stage: &str) {
+    use rdkafka::topic_partition_list::Offset;
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    for element in positions.elements() {
+        let Ok((low, high)) =
+            consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(2))
+        else {
+            continue;
+        };
+        let position = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => low,
+        };
+        metrics
+            .consumer_lag
+            .with_label_values(&[stage, &element.partition().to_string()])
+            .set((high - position).max(0));
+    }
 }
 
 fn store(consumer: &StreamConsumer, position: &Position) {

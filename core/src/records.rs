@@ -295,6 +295,34 @@ impl DeliveryEvent {
     }
 }
 
+/// A W3C `traceparent` for a new trace (version 00, sampled).
+pub fn new_traceparent() -> String {
+    let trace = crate::secret::Secret::generate(16);
+    let span = crate::secret::Secret::generate(8);
+    format!("00-{}-{}-01", trace.expose(), span.expose())
+}
+
+/// The trace id of a well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
+pub fn trace_id(traceparent: &str) -> Option<&str> {
+    let mut parts = traceparent.split('-');
+    let (Some(version), Some(trace), Some(span), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex(version, 2)
+        && hex(trace, 32)
+        && hex(span, 16)
+        && hex(flags, 2)
+        && trace != "00000000000000000000000000000000")
+        .then_some(trace)
+}
+
 /// A short, stable, hex id from the given parts (SHA-256, first 16 bytes).
 pub fn derive_id(prefix: &str, parts: &[&str]) -> String {
     let mut hasher = Sha256::new();
@@ -328,6 +356,25 @@ mod tests {
         assert_ne!(a, vcs_run_id("s1", "abd", RunType::Tracked));
         assert!(a.starts_with("run_") && a.len() == 4 + 32);
         assert_ne!(derive_id("x", &["ab", "c"]), derive_id("x", &["a", "bc"]));
+    }
+
+    /// Trace contexts are generated well-formed and parsed strictly.
+    #[test]
+    fn traceparents() {
+        let generated = new_traceparent();
+        assert_eq!(trace_id(&generated).map(str::len), Some(32));
+        assert_eq!(
+            trace_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        for bad in [
+            "",
+            "00-xyz-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+        ] {
+            assert_eq!(trace_id(bad), None, "{bad}");
+        }
     }
 
     /// A decision serialises to the DESIGN §4.3 shape, optional fields omitted when absent.

@@ -18,6 +18,7 @@ use inlet_core::clock::now_rfc3339;
 use inlet_core::control_log::ControlLog;
 use inlet_core::crypto::SecretsKey;
 use inlet_core::metrics::{IngestMetrics, WebhookOutcome, event_label};
+use inlet_core::records::{new_traceparent, trace_id};
 use inlet_core::secret::Secret;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -268,7 +269,13 @@ impl<P: Publish> Webhooks<P> {
             delivery_id: delivery_id.clone(),
             event_key,
             received_at: now_rfc3339(),
-            traceparent: header_str(&parts.headers, "traceparent"),
+            // Continue the caller's trace when it sent one; start one otherwise, so a delivery can
+            // be followed across stages either way.
+            traceparent: Some(
+                header_str(&parts.headers, "traceparent")
+                    .filter(|t| trace_id(t).is_some())
+                    .unwrap_or_else(new_traceparent),
+            ),
             control_offset: self.control.applied_offset(),
             verified,
         };

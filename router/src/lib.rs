@@ -31,7 +31,9 @@ use inlet_core::dedup::SeenWindow;
 use inlet_core::kafka::header;
 use inlet_core::metrics::{RouterMetrics, event_label};
 use inlet_core::pipeline::{self, Handler, Output, Poison};
-use inlet_core::records::{DeliveryEvent, DeliveryOutcome, RecordPosition, Stage, headers};
+use inlet_core::records::{
+    DeliveryEvent, DeliveryOutcome, RecordPosition, Stage, headers, trace_id,
+};
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
@@ -98,6 +100,7 @@ impl Handler for Router {
             "route",
             delivery_id = %delivery.delivery_id,
             integration = %delivery.integration,
+            trace_id = header(message, headers::TRACEPARENT).and_then(trace_id).unwrap_or_default(),
             partition,
             offset
         );

@@ -32,7 +32,7 @@ use inlet_core::kafka::header;
 use inlet_core::metrics::WorkersMetrics;
 use inlet_core::pipeline::{self, Handler, Output, Poison};
 use inlet_core::records::{
-    DeliveryEvent, DeliveryOutcome, RunStatus, StackTrigger, Stage, TriggerKind, headers,
+    DeliveryEvent, DeliveryOutcome, RunStatus, StackTrigger, Stage, TriggerKind, headers, trace_id,
 };
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
@@ -91,14 +91,15 @@ impl Handler for Worker {
             reason: format!("unreadable trigger: {err}"),
             outputs: Vec::new(),
         })?;
+        let traceparent = header(message, headers::TRACEPARENT).map(str::to_owned);
         let span = tracing::info_span!(
             "decide",
             delivery_id = %trigger.trigger.delivery_id,
             stack_id = %trigger.stack_id,
+            trace_id = traceparent.as_deref().and_then(trace_id).unwrap_or_default(),
             partition,
             offset
         );
-        let traceparent = header(message, headers::TRACEPARENT).map(str::to_owned);
         Ok(self
             .decide(partition, trigger, traceparent)
             .instrument(span)
