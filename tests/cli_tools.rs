@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 use common::{Inlet, admin};
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn inlet(args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_inlet"))
@@ -29,15 +29,7 @@ fn inlet(args: &[&str]) -> (bool, String) {
 async fn send_and_tail() {
     let dev = Inlet::dev();
     let key = dev.ready.admin_key.clone().expect("key");
-    let created = admin(
-        &dev,
-        &key,
-        "POST",
-        "/integrations",
-        json!({"name": "bb", "is_default": true, "api_host_url": "https://x.example.com"}),
-    )
-    .await;
-    assert_eq!(created.status, 201);
+    let secret = common::integration_secret(&dev, &key, "bb", true).await;
     let stack = admin(
         &dev,
         &key,
@@ -47,11 +39,6 @@ async fn send_and_tail() {
     )
     .await;
     assert_eq!(stack.status, 201);
-    let details = admin(&dev, &key, "GET", "/integrations/bb/details", Value::Null).await;
-    let secret = details.json()["webhook_secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
     let url = dev.ready.webhook_base_url.clone().expect("url");
     let bootstrap = dev.ready.kafka_bootstrap_servers.clone();
 

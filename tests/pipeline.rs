@@ -187,17 +187,7 @@ async fn push_to_decisions_in_dev() {
     })
     .await;
     // The metrics of every stage tell the same story.
-    let metrics = common::send(
-        "GET",
-        &format!(
-            "{}/metrics",
-            dev.ready.admin_base_url.as_deref().expect("admin")
-        ),
-        &[],
-        "",
-    )
-    .await;
-    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let text = common::metrics(&dev).await;
     for line in [
         "inlet_router_events_total{event=\"repo:refs_changed\",outcome=\"routed\"} 2",
         "inlet_router_triggers_total 4",

@@ -11,27 +11,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn integration(dev: &Inlet, key: &str, name: &str) -> String {
-    let created = admin(
-        dev,
-        key,
-        "POST",
-        "/integrations",
-        json!({"name": name, "is_default": false, "api_host_url": "https://bitbucket.example.com"}),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{created:?}");
-    let details = admin(
-        dev,
-        key,
-        "GET",
-        &format!("/integrations/{name}/details"),
-        Value::Null,
-    )
-    .await;
-    details.json()["webhook_secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned()
+    common::integration_secret(dev, key, name, false).await
 }
 
 fn error_code(answer: &common::Answer) -> String {
@@ -185,17 +165,7 @@ async fn status_table_and_what_is_published() {
     assert!(header(record, "inlet-integration-id").is_some());
     assert!(header(record, "inlet-received-at").is_some_and(|t| t.ends_with('Z')));
 
-    let metrics = send(
-        "GET",
-        &format!(
-            "{}/metrics",
-            dev.ready.admin_base_url.as_deref().expect("admin")
-        ),
-        &[],
-        "",
-    )
-    .await;
-    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let text = common::metrics(&dev).await;
     for line in [
         "inlet_ingest_signature_failures_total{reason=\"missing\"} 1",
         "inlet_ingest_signature_failures_total{reason=\"mismatch\"} 2",
@@ -346,18 +316,7 @@ async fn every_event_fixture_lands_byte_for_byte() {
         );
     }
 
-    let metrics = send(
-        "GET",
-        &format!(
-            "{}/metrics",
-            dev.ready.admin_base_url.as_deref().expect("admin")
-        ),
-        &[],
-        "",
-    )
-    .await;
-    assert_eq!(metrics.status, 200);
-    let text = String::from_utf8_lossy(&metrics.body);
+    let text = common::metrics(&dev).await;
     for line in [
         "inlet_ingest_requests_total{event=\"repo:refs_changed\",integration=\"bb\",outcome=\"accepted\"} 2",
         "inlet_ingest_requests_total{event=\"pr:opened\",integration=\"bb\",outcome=\"accepted\"} 2",

@@ -365,3 +365,42 @@ pub fn decisions_for(records: &[OwnedMessage], delivery_id: &str) -> Vec<Value> 
         .filter(|v| v["trigger"]["delivery_id"] == delivery_id)
         .collect()
 }
+
+/// Creates integration `name` (the default one when `is_default`) with `key` and returns its
+/// webhook secret.
+pub async fn integration_secret(inlet: &Inlet, key: &str, name: &str, is_default: bool) -> String {
+    let created = admin(
+        inlet,
+        key,
+        "POST",
+        "/integrations",
+        serde_json::json!({"name": name, "is_default": is_default,
+                           "api_host_url": "https://bitbucket.example.com"}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let details = admin(
+        inlet,
+        key,
+        "GET",
+        &format!("/integrations/{name}/details"),
+        Value::Null,
+    )
+    .await;
+    details.json()["webhook_secret"]
+        .as_str()
+        .expect("webhook secret")
+        .to_owned()
+}
+
+/// The process's `/metrics` text (from its admin listener).
+pub async fn metrics(inlet: &Inlet) -> String {
+    let base = inlet
+        .ready
+        .admin_base_url
+        .as_deref()
+        .expect("admin listener");
+    let answer = send("GET", &format!("{base}/metrics"), &[], "").await;
+    assert_eq!(answer.status, 200);
+    String::from_utf8_lossy(&answer.body).into_owned()
+}
