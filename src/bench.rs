@@ -840,7 +840,7 @@ mod baseline {
     use super::*;
     use hyper::server::conn::http1 as server;
     use hyper::service::service_fn;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::producer::FutureRecord;
     use std::convert::Infallible;
 
     pub async fn start(
@@ -852,7 +852,7 @@ mod baseline {
             bail!("--compare needs the Kafka bootstrap servers");
         }
         let kafka = Kafka::new(&config.kafka, &target.kafka_bootstrap_servers, true);
-        let producer: FutureProducer = kafka.producer().await?;
+        let producer = kafka.producer(None).await?;
         let topic = format!("{}webhooks", target.topic_prefix);
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let url = format!("http://{}/bare", listener.local_addr()?);

@@ -51,7 +51,7 @@ pub async fn run(mut config: Config, args: ReplayArgs) -> anyhow::Result<()> {
     let topic = Topics::new(&config.kafka.topic_prefix).webhooks();
     let kafka = Kafka::new(&config.kafka, &args.kafka_bootstrap_servers, false);
     let reader = kafka.reader().await?;
-    let producer = kafka.producer().await?;
+    let producer = kafka.producer(None).await?;
     let ends = {
         let probe = kafka.reader().await?;
         let topic = topic.clone();

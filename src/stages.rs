@@ -20,14 +20,13 @@ use inlet_core::ready::ReadyInfo;
 use inlet_core::secret::Secret;
 use inlet_core::topics::Topics;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::FutureProducer;
 use tokio::net::TcpListener;
 
 /// A connection to the cluster shared by the stages of one process.
 struct Connected {
     kafka: Kafka,
     topics: Topics,
-    producer: FutureProducer,
+    producer: inlet_core::kafka::Producer,
     control: ControlLog,
     control_task: tokio::task::JoinHandle<()>,
     metrics: Arc<Metrics>,
@@ -45,8 +44,11 @@ async fn connect(
         .ensure_topics(&topics.specs(), config.kafka.replication_factor)
         .await
         .context("creating topics")?;
-    let producer = kafka.producer().await.context("creating the producer")?;
     let metrics = Metrics::new();
+    let producer = kafka
+        .producer(Some(metrics.clone()))
+        .await
+        .context("creating the producer")?;
     let (control, control_task) = ControlLog::start(
         &kafka,
         topics.control(),

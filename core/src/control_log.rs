@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::util::Timeout;
 use tokio::sync::watch;
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_rfc3339;
 use crate::control::{CONTROL_SCHEMA, ControlCommand, ControlRecord};
 use crate::fold::Outcome;
-use crate::kafka::{Kafka, SetupError};
+use crate::kafka::{Kafka, Producer, SetupError};
 use crate::metrics::ControlMetrics;
 use crate::registry::Registry;
 use crate::secret::Secret;
@@ -52,7 +52,7 @@ struct Shared {
     applied: watch::Sender<i64>,
     origin: String,
     topic: String,
-    producer: FutureProducer,
+    producer: Producer,
     metrics: ControlMetrics,
 }
 
@@ -69,7 +69,7 @@ impl ControlLog {
     pub async fn start(
         kafka: &Kafka,
         topic: String,
-        producer: FutureProducer,
+        producer: Producer,
         metrics: ControlMetrics,
         shutdown: CancellationToken,
     ) -> Result<(ControlLog, tokio::task::JoinHandle<()>), SetupError> {

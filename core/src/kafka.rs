@@ -6,20 +6,61 @@
 //!
 //! Client creation and metadata calls block inside librdkafka, so they run on the blocking pool.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureProducer;
+use rdkafka::statistics::Statistics;
 
 use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
 use crate::topics::TopicSpec;
+
+/// The producer every stage uses.
+pub type Producer = FutureProducer<StatsContext>;
+
+/// Feeds librdkafka's statistics (every 10 s) into the process's metrics: producer queue depth,
+/// transmit errors and broker round-trip times.
+pub struct StatsContext {
+    metrics: Option<Arc<Metrics>>,
+    transmit_errors: AtomicU64,
+}
+
+impl ClientContext for StatsContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(metrics) = &self.metrics else {
+            return;
+        };
+        let kafka = &metrics.kafka;
+        kafka
+            .producer_queue_messages
+            .set(i64::try_from(statistics.msg_cnt).unwrap_or(i64::MAX));
+        let errors: u64 = statistics.brokers.values().map(|b| b.txerrs).sum();
+        let before = self.transmit_errors.swap(errors, Ordering::Relaxed);
+        kafka.transmit_errors.inc_by(errors.saturating_sub(before));
+        for broker in statistics.brokers.values() {
+            // Bootstrap placeholders (node id -1) have no meaningful round trip.
+            if broker.nodeid < 0 {
+                continue;
+            }
+            if let Some(rtt) = &broker.rtt {
+                kafka
+                    .broker_rtt_seconds
+                    .with_label_values(&[&broker.nodeid.to_string()])
+                    .set(rtt.avg as f64 / 1_000_000.0);
+            }
+        }
+    }
+}
 
 /// A Kafka client setup failure.
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +127,8 @@ impl Kafka {
         config
     }
 
-    /// An idempotent, `acks=all` producer.
-    pub async fn producer(&self) -> Result<FutureProducer, SetupError> {
+    /// An idempotent, `acks=all` producer; with `metrics`, its statistics feed them.
+    pub async fn producer(&self, metrics: Option<Arc<Metrics>>) -> Result<Producer, SetupError> {
         let config = self.base(&[
             ("enable.idempotence", "true"),
             ("acks", "all"),
@@ -97,8 +138,19 @@ impl Kafka {
             // answers with backpressure (ingest: 503; consumers: wait).
             ("queue.buffering.max.messages", "100000"),
             ("queue.buffering.max.kbytes", "262144"),
+            (
+                "statistics.interval.ms",
+                if metrics.is_some() { "10000" } else { "0" },
+            ),
         ]);
-        Ok(tokio::task::spawn_blocking(move || config.create::<FutureProducer>()).await??)
+        let context = StatsContext {
+            metrics,
+            transmit_errors: AtomicU64::new(0),
+        };
+        Ok(
+            tokio::task::spawn_blocking(move || config.create_with_context::<_, Producer>(context))
+                .await??,
+        )
     }
 
     /// How long a fetch waits for data. Real brokers answer a waiting fetch as soon as data

@@ -122,6 +122,17 @@ pub struct ControlMetrics {
     pub entities: IntGaugeVec,
 }
 
+/// librdkafka's view of the producer and brokers (from its statistics, every 10 s).
+#[derive(Clone)]
+pub struct KafkaMetrics {
+    /// `inlet_kafka_producer_queue_messages`: messages waiting in the producer's queue.
+    pub producer_queue_messages: IntGauge,
+    /// `inlet_kafka_transmit_errors_total`: request transmit errors to brokers.
+    pub transmit_errors: IntCounter,
+    /// `inlet_kafka_broker_rtt_seconds{broker}`: average broker round-trip time.
+    pub broker_rtt_seconds: prometheus::GaugeVec,
+}
+
 /// Every metric of a process.
 #[derive(Clone)]
 pub struct Metrics {
@@ -137,6 +148,8 @@ pub struct Metrics {
     /// `inlet_consumer_lag_records{stage, partition}`: records between a consuming stage's
     /// position and the end of each partition it reads, refreshed every 5 s.
     pub consumer_lag: IntGaugeVec,
+    /// Kafka client statistics.
+    pub kafka: KafkaMetrics,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -283,8 +296,30 @@ impl Metrics {
             &["stage", "partition"],
         )
         .unwrap_or_else(|err| unreachable!("static metric definition: {err}"));
+        let kafka = KafkaMetrics {
+            producer_queue_messages: IntGauge::new(
+                "inlet_kafka_producer_queue_messages",
+                "Messages waiting in the producer's queue.",
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+            transmit_errors: counter(
+                "inlet_kafka_transmit_errors_total",
+                "Request transmit errors to brokers.",
+            ),
+            broker_rtt_seconds: prometheus::GaugeVec::new(
+                Opts::new(
+                    "inlet_kafka_broker_rtt_seconds",
+                    "Average broker round-trip time.",
+                ),
+                &["broker"],
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+        };
         for collector in [
-            Box::new(consumer_lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(kafka.producer_queue_messages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(kafka.transmit_errors.clone()),
+            Box::new(kafka.broker_rtt_seconds.clone()),
+            Box::new(consumer_lag.clone()),
             Box::new(router.events.clone()),
             Box::new(router.triggers.clone()),
             Box::new(router.processing_seconds.clone()),
@@ -309,6 +344,7 @@ impl Metrics {
             workers,
             control,
             consumer_lag,
+            kafka,
         })
     }
 

@@ -21,7 +21,9 @@ use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureRecord};
+
+use crate::kafka::Producer;
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -30,7 +32,7 @@ pub struct StageDeps {
     /// Consumer subscribed to the stage's input topic, offsets stored manually.
     pub consumer: StreamConsumer,
     /// The idempotent producer.
-    pub producer: FutureProducer,
+    pub producer: Producer,
     /// This process's fold of the control log.
     pub control: crate::control_log::ControlLog,
     /// Topic names.
@@ -247,7 +249,7 @@ pub async fn run<H: Handler>(
 
 /// Hands `output` to the producer, waiting while its queue is full. `None` if shutdown came first.
 async fn enqueue(
-    producer: &FutureProducer,
+    producer: &Producer,
     output: &Output,
     shutdown: &CancellationToken,
 ) -> Option<DeliveryFuture> {
@@ -273,7 +275,7 @@ async fn enqueue(
 
 /// Resolves once every output is acknowledged, re-sending failed ones.
 async fn confirm(
-    producer: FutureProducer,
+    producer: Producer,
     deliveries: Vec<(Output, Option<DeliveryFuture>)>,
     position: Position,
     shutdown: CancellationToken,

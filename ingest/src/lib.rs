@@ -33,7 +33,6 @@ use inlet_core::control_log::ControlLog;
 use inlet_core::crypto::SecretsKey;
 use inlet_core::metrics::Metrics;
 use inlet_core::secret::Secret;
-use rdkafka::producer::FutureProducer;
 use tokio::net::TcpListener;
 
 use crate::admin::{Admin, AdminDeps};
@@ -49,7 +48,7 @@ pub struct Deps {
     /// This process's fold of the control log.
     pub control: ControlLog,
     /// The idempotent producer.
-    pub producer: FutureProducer,
+    pub producer: inlet_core::kafka::Producer,
     /// Topic of verified webhooks.
     pub webhooks_topic: String,
     /// Topic of manual-run triggers.

@@ -8,10 +8,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use inlet_core::kafka::Producer;
 use inlet_core::records::headers;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 
 use crate::verify::Verified;
 
@@ -59,14 +60,14 @@ pub trait Publish: Send + Sync + 'static {
 
 /// Publishes to the webhooks topic.
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
     timeout: Duration,
 }
 
 impl KafkaPublisher {
     /// A publisher to `topic` that waits at most `timeout` for acknowledgements.
-    pub fn new(producer: FutureProducer, topic: String, timeout: Duration) -> Self {
+    pub fn new(producer: Producer, topic: String, timeout: Duration) -> Self {
         KafkaPublisher {
             producer,
             topic,

@@ -32,7 +32,6 @@ use inlet_core::domain::{ROOT_SPACE, Role};
 use inlet_core::metrics::Metrics;
 use inlet_core::registry::Registry;
 use inlet_core::secret::Secret;
-use rdkafka::producer::FutureProducer;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -57,7 +56,7 @@ pub struct AdminDeps {
     /// Base URL Bitbucket reaches the webhook listener at.
     pub public_base_url: String,
     /// Producer for manual-run triggers.
-    pub producer: FutureProducer,
+    pub producer: inlet_core::kafka::Producer,
     /// Where manual-run triggers go.
     pub triggers_topic: String,
     /// The process's metrics, served at `/metrics`.
