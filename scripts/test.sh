@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): installs what the build needs on a fresh Debian
-# machine, then checks formatting and lints and runs every test.
+# machine, then checks formatting and lints, runs every test, and checks the monitoring files
+# (Prometheus rules and their unit tests, the Grafana dashboard) with promtool.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +29,5 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+scripts/check-observability.sh
