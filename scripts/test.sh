@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): installs what the build needs on a fresh Debian
-# machine, then checks formatting and lints, runs every test, and checks the monitoring files
-# (Prometheus rules and their unit tests, the Grafana dashboard) with promtool.
+# machine, then checks formatting and lints, the monitoring files (Prometheus rules and their unit
+# tests, the Grafana dashboard) and the deploy files (Dockerfile, Compose, Kubernetes), and runs
+# every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,9 @@ fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 scripts/check-observability.sh
+# The deploy checks load every inlet.toml with the real binary, which the tests need anyway.
+cargo build --locked --quiet
+scripts/validate-deploy.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

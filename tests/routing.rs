@@ -279,10 +279,15 @@ async fn trigger_rules_dedup_and_delivery_log() {
     )
     .await;
     let decided = env.decided("push-feature", 4).await;
-    for stack in ["prod", "release", "frozen"] {
+    for stack in ["prod", "release"] {
         assert_eq!(decided[stack].0, "duplicate_run", "{stack}: {decided:?}");
     }
     assert_eq!(decided["staging"].0, "decided");
+    // Blocked runs are not remembered as decided: the disabled stack is told again why.
+    assert_eq!(
+        (decided["frozen"].0.as_str(), decided["frozen"].3.as_str()),
+        ("decided", "stack_disabled")
+    );
     assert_eq!(decided["prod"].4, pr_run);
 
     // pr:from_ref_updated: a new proposed run at the new source commit.
@@ -400,7 +405,7 @@ async fn trigger_rules_dedup_and_delivery_log() {
                 .iter()
                 .filter(|e| e["outcome"] == "duplicate_run")
                 .count()
-                >= 4
+                >= 3
         })
         .await;
     assert!(events.iter().any(|e| e["outcome"] == "redelivered"));
@@ -427,8 +432,13 @@ async fn trigger_rules_dedup_and_delivery_log() {
     env.runs
         .until(WAIT, |r| decisions_for(r, "preview-named").len() == 1)
         .await;
-    assert_eq!(decisions_for(&env.runs.records, "push-feature").len(), 1);
-    assert_eq!(decisions_for(&env.runs.records, "push-main").len(), 4);
+    assert_eq!(decisions_for(&env.runs.records, "push-feature").len(), 2);
+    // The disabled stack is told again on redelivery; the requested runs are not repeated.
+    env.runs
+        .until(WAIT, |r| decisions_for(r, "push-main").len() >= 5)
+        .await;
+    env.runs.settle(Duration::from_millis(300)).await;
+    assert_eq!(decisions_for(&env.runs.records, "push-main").len(), 5);
 }
 
 /// A record the router cannot read goes to `inlet.dlq` with error headers, and the partition moves
@@ -556,15 +566,36 @@ async fn detached_stacks_and_replay() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(stdout.starts_with("replayed 1 webhook(s)"), "{stdout}");
-    // The replayed copy passes the duplicate filter and meets run deduplication.
-    env.story("detached-push", |events| {
-        events
+    // The replayed copy passes the duplicate filter. Blocked runs are not remembered as decided,
+    // so the stacks, still detached, are decided blocked again.
+    env.runs
+        .until(WAIT, |r| decisions_for(r, "detached-push").len() >= 8)
+        .await;
+
+    // Re-attach one stack and redeliver: its run is requested now; the others stay blocked.
+    let reattached = env
+        .call("PATCH", "/stacks/prod", json!({"integration": "bb"}))
+        .await;
+    assert_eq!(reattached.json()["integration_status"], "attached");
+    let redelivered = env
+        .call("POST", "/deliveries/detached-push/redeliver", Value::Null)
+        .await;
+    assert_eq!(redelivered.status, 202);
+    env.runs
+        .until(WAIT, |r| {
+            decisions_for(r, "detached-push")
+                .iter()
+                .any(|d| d["stack_id"] == "prod" && d["status"] == "requested")
+        })
+        .await;
+    let prod_runs: Vec<Value> = decisions_for(&env.runs.records, "detached-push")
+        .into_iter()
+        .filter(|d| d["stack_id"] == "prod")
+        .collect();
+    // Same run id throughout: blocked twice, then requested.
+    assert!(
+        prod_runs
             .iter()
-            .filter(|e| e["outcome"] == "duplicate_run")
-            .count()
-            >= 4
-    })
-    .await;
-    env.runs.settle(Duration::from_millis(200)).await;
-    assert_eq!(decisions_for(&env.runs.records, "detached-push").len(), 4);
+            .all(|d| d["run_id"] == prod_runs[0]["run_id"])
+    );
 }

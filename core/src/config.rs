@@ -135,12 +135,23 @@ impl Default for IngestConfig {
 
 /// A consuming stage (router or workers).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct StageConfig {
     /// Kafka consumer group id.
     pub group_id: String,
     /// Most input records whose outputs await the broker at once.
     pub max_in_flight: usize,
+}
+
+impl Default for StageConfig {
+    /// The router's defaults; [`Config::default`] gives workers their own group id. A `[workers]`
+    /// table in a file that omits `group_id` is fixed up in [`Config::load`].
+    fn default() -> Self {
+        StageConfig {
+            group_id: String::new(),
+            max_in_flight: 1024,
+        }
+    }
 }
 
 /// Log output.
@@ -211,10 +222,19 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        let mut config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
             source: Box::new(source),
-        })
+        })?;
+        // A stage table that leaves out its group id keeps the default one.
+        let defaults = Config::default();
+        if config.router.group_id.is_empty() {
+            config.router.group_id = defaults.router.group_id;
+        }
+        if config.workers.group_id.is_empty() {
+            config.workers.group_id = defaults.workers.group_id;
+        }
+        Ok(config)
     }
 
     /// Checks every value that could make a stage fail later.
@@ -356,6 +376,18 @@ mod tests {
                 .map(String::as_str),
             Some("SASL_SSL")
         );
+
+        // A stage table may give only some of its keys.
+        std::fs::write(
+            &path,
+            "[router]\nmax_in_flight = 8\n[workers]\ngroup_id = \"w\"\n",
+        )
+        .expect("write");
+        let config = Config::load(Some(&path)).expect("load");
+        assert_eq!(config.router.group_id, "inlet-router");
+        assert_eq!(config.router.max_in_flight, 8);
+        assert_eq!(config.workers.group_id, "w");
+        assert_eq!(config.workers.max_in_flight, 1024);
 
         std::fs::write(&path, "[ingest]\nmax_body_byte = 1\n").expect("write");
         let err = Config::load(Some(&path)).expect_err("unknown key");

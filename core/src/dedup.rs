@@ -44,6 +44,12 @@ impl SeenWindow {
         true
     }
 
+    /// Whether `key` was recorded within the window (without recording it).
+    pub fn contains(&mut self, key: &str, now: Instant) -> bool {
+        self.expire(now);
+        self.seen.contains_key(key)
+    }
+
     /// How many keys are remembered.
     pub fn len(&self) -> usize {
         self.order.len()

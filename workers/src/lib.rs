@@ -161,12 +161,18 @@ impl Worker {
             let window = decided
                 .entry(partition)
                 .or_insert_with(|| SeenWindow::new(RUN_WINDOW, RUN_CAPACITY));
-            if !window.first_time(&decision.run_id, Instant::now()) {
-                tracing::info!(run_id = %decision.run_id, "run already decided; not emitted again");
+            let now = Instant::now();
+            if window.contains(&decision.run_id, now) {
+                tracing::info!(run_id = %decision.run_id, "run already requested; not emitted again");
                 self.metrics.duplicate_runs.inc();
                 record.outcome = DeliveryOutcome::DuplicateRun;
                 record.reasons = vec!["run_already_decided".to_owned()];
                 return vec![self.delivery_output(&record)];
+            }
+            // Only requested runs are remembered: a blocked one may be requested later, once the
+            // stack is re-attached or enabled and the webhook redelivered.
+            if decision.status == RunStatus::Requested {
+                window.first_time(&decision.run_id, now);
             }
         }
         record.status = Some(decision.status);
