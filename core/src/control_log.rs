@@ -172,6 +172,18 @@ impl ControlLog {
             .map_err(|_| ControlError::FoldTimeout)
     }
 
+    /// Reads the log's end offset from the broker and records it in `inlet_control_end_offset`.
+    /// Blocks inside librdkafka: call it from the blocking pool.
+    pub fn refresh_end_offset_blocking(&self) {
+        if let Ok((_, end)) = self.shared.producer.client().fetch_watermarks(
+            &self.shared.topic,
+            0,
+            Duration::from_secs(2),
+        ) {
+            self.shared.metrics.end_offset.set(end);
+        }
+    }
+
     /// Appends `command` on behalf of `actor`, waits for this process's fold to apply it, and returns
     /// the fold's verdict with the record's offset.
     pub async fn append(

@@ -162,11 +162,12 @@ pub async fn run<H: Handler>(
     let StageDeps {
         consumer,
         producer,
+        control,
         topics,
         drain,
         metrics,
-        ..
     } = deps;
+    let reported = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let dlq_topic = topics.dlq();
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
     lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -178,8 +179,12 @@ pub async fn run<H: Handler>(
             _ = shutdown.cancelled() => break,
             _ = lag_tick.tick() => {
                 let (consumer, metrics, stage) = (consumer.clone(), metrics.clone(), handler.stage());
+                let (control, reported) = (control.clone(), reported.clone());
                 // Metadata calls block inside librdkafka.
-                tokio::task::spawn_blocking(move || record_lag(&consumer, &metrics, stage));
+                tokio::task::spawn_blocking(move || {
+                    record_lag(&consumer, &metrics, stage, &reported);
+                    control.refresh_end_offset_blocking();
+                });
             }
             Some(position) = in_flight.next(), if !in_flight.is_empty() => {
                 store(&consumer, &position);
@@ -309,12 +314,28 @@ async fn confirm(
 /// How often consumer lag is measured.
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Sets `inlet_consumer_lag_records` for each partition the consumer is assigned.
-fn record_lag(consumer: &StreamConsumer, metrics: &crate::metrics::Metrics, stage: &str) {
+/// Sets `inlet_consumer_lag_records` for each partition the consumer is assigned, and removes the
+/// series of partitions it no longer reads (moved to another process by a rebalance).
+fn record_lag(
+    consumer: &StreamConsumer,
+    metrics: &crate::metrics::Metrics,
+    stage: &str,
+    reported: &std::sync::Mutex<std::collections::BTreeSet<i32>>,
+) {
     use rdkafka::topic_partition_list::Offset;
     let Ok(positions) = consumer.position() else {
         return;
     };
+    let assigned: std::collections::BTreeSet<i32> =
+        positions.elements().iter().map(|e| e.partition()).collect();
+    let mut reported = reported.lock().unwrap_or_else(|p| p.into_inner());
+    for gone in reported.difference(&assigned) {
+        let _ = metrics
+            .consumer_lag
+            .remove_label_values(&[stage, &gone.to_string()]);
+    }
+    *reported = assigned;
+    drop(reported);
     for element in positions.elements() {
         let Ok((low, high)) =
             consumer.fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(2))
