@@ -295,11 +295,13 @@ impl DeliveryEvent {
     }
 }
 
-/// A W3C `traceparent` for a new trace (version 00, sampled).
+/// A W3C `traceparent` for a new trace (version 00, sampled). Trace ids need uniqueness, not
+/// secrecy, so they come from the thread-local generator rather than a system call per request.
 pub fn new_traceparent() -> String {
-    let trace = crate::secret::Secret::generate(16);
-    let span = crate::secret::Secret::generate(8);
-    format!("00-{}-{}-01", trace.expose(), span.expose())
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let (trace, span): (u128, u64) = (rng.r#gen(), rng.r#gen());
+    format!("00-{:032x}-{:016x}-01", trace.max(1), span.max(1))
 }
 
 /// The trace id of a well-formed W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
