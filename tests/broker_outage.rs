@@ -28,21 +28,10 @@ async fn no_202_without_its_record() {
     let config = dir.path().join("inlet.toml");
     std::fs::write(&config, "[ingest]\npublish_timeout_ms = 1000\n").expect("config");
     let key = "outage-admin-key-0123456789";
-    let ingest = Inlet::start(
-        &[
-            "ingest",
-            "--kafka-bootstrap-servers",
-            &bootstrap,
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ],
-        &[
-            ("INLET_ADMIN_KEY", key),
-            ("INLET_SECRETS_KEY", common::SECRETS_KEY),
-            ("INLET_CONFIG", config.to_str().expect("path")),
-        ],
+    let ingest = Inlet::ingest(
+        &bootstrap,
+        key,
+        &[("INLET_CONFIG", config.to_str().expect("path"))],
     );
     let created = admin(
         &ingest,

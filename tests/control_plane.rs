@@ -798,26 +798,9 @@ async fn replicas_agree() {
     let broker = Inlet::start(&["dev", "--only-broker"], &[]);
     let bootstrap = broker.ready.kafka_bootstrap_servers.clone();
     let key = "replica-admin-key-0123456789";
-    let env = [
-        ("INLET_ADMIN_KEY", key),
-        ("INLET_SECRETS_KEY", common::SECRETS_KEY),
-    ];
-    let ingest = |env: &[(&str, &str)]| {
-        Inlet::start(
-            &[
-                "ingest",
-                "--kafka-bootstrap-servers",
-                &bootstrap,
-                "--webhook-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ],
-            env,
-        )
-    };
-    let a = ingest(&env);
-    let b = ingest(&env);
+    let ingest = || Inlet::ingest(&bootstrap, key, &[]);
+    let a = ingest();
+    let b = ingest();
 
     for round in 0..5 {
         let name = format!("race-{round}");
@@ -857,7 +840,7 @@ async fn replicas_agree() {
     )
     .await;
 
-    let late = ingest(&env);
+    let late = ingest();
     for path in [
         "/spaces",
         "/integrations",

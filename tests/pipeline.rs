@@ -212,23 +212,7 @@ async fn push_to_decisions_across_processes() {
     let bootstrap = broker.ready.kafka_bootstrap_servers.clone();
     let key = "separate-processes-admin-key";
     let cluster = ["--kafka-bootstrap-servers", bootstrap.as_str()];
-    let ingest = Inlet::start(
-        &[
-            &[
-                "ingest",
-                "--webhook-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ][..],
-            &cluster[..],
-        ]
-        .concat(),
-        &[
-            ("INLET_ADMIN_KEY", key),
-            ("INLET_SECRETS_KEY", common::SECRETS_KEY),
-        ],
-    );
+    let ingest = Inlet::ingest(&bootstrap, key, &[]);
     let router = Inlet::start(&[&["router"][..], &cluster[..]].concat(), &[]);
     let workers = Inlet::start(&[&["workers"][..], &cluster[..]].concat(), &[]);
     scenario(Target {

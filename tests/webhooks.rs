@@ -386,21 +386,10 @@ async fn broker_down_is_503() {
     let mut broker = Inlet::start(&["dev", "--only-broker"], &[]);
     let bootstrap = broker.ready.kafka_bootstrap_servers.clone();
     let key = "broker-down-admin-key-123";
-    let ingest = Inlet::start(
-        &[
-            "ingest",
-            "--kafka-bootstrap-servers",
-            &bootstrap,
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ],
-        &[
-            ("INLET_ADMIN_KEY", key),
-            ("INLET_SECRETS_KEY", common::SECRETS_KEY),
-            ("INLET_CONFIG", config.to_str().expect("path")),
-        ],
+    let ingest = Inlet::ingest(
+        &bootstrap,
+        key,
+        &[("INLET_CONFIG", config.to_str().expect("path"))],
     );
     let secret = integration(&ingest, key, "bb").await;
     let push = common::push_body("main", "178864a7d521b6f5e720b386b2c2b0ef8563e0dc");

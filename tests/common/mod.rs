@@ -97,6 +97,25 @@ impl Inlet {
         )
     }
 
+    /// `inlet ingest` on free ports against `bootstrap`, with admin key `key`, the shared
+    /// [`SECRETS_KEY`], and `extra` environment (e.g. `INLET_CONFIG`).
+    pub fn ingest(bootstrap: &str, key: &str, extra: &[(&str, &str)]) -> Inlet {
+        let mut env = vec![("INLET_ADMIN_KEY", key), ("INLET_SECRETS_KEY", SECRETS_KEY)];
+        env.extend_from_slice(extra);
+        Self::start(
+            &[
+                "ingest",
+                "--kafka-bootstrap-servers",
+                bootstrap,
+                "--webhook-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ],
+            &env,
+        )
+    }
+
     pub fn webhook_url(&self, integration: &str) -> String {
         format!(
             "{}/webhooks/bitbucket-datacenter/{integration}",
