@@ -578,14 +578,9 @@ fn validate_branch(branch: &str) -> Result<(), Rejection> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::SecretsKey;
     use crate::domain::{Role, RoleBinding};
     use crate::secret::Secret;
     use crate::testing::record;
-
-    fn test_key() -> SecretsKey {
-        SecretsKey::parse(&"11".repeat(32)).expect("key")
-    }
 
     fn space(id: &str, parent: &str, inherit: bool) -> ControlCommand {
         ControlCommand::CreateSpace {
@@ -599,21 +594,7 @@ mod tests {
     }
 
     fn integration(name: &str, id: &str, space: &str, is_default: bool) -> Integration {
-        Integration {
-            name: name.to_owned(),
-            id: id.to_owned(),
-            is_default,
-            space_id: space.to_owned(),
-            api_host_url: "https://bitbucket.example.com".to_owned(),
-            user_facing_host_url: "https://bitbucket.example.com".to_owned(),
-            username: "inlet".to_owned(),
-            access_token: Sealed::default(),
-            labels: vec![],
-            description: String::new(),
-            webhook_secret: test_key().seal(&Secret::new(format!("secret-of-{id}")), id),
-            previous_webhook_secret: None,
-            created_at: "2026-01-01T00:00:00Z".to_owned(),
-        }
+        crate::testing::integration(name, id, space, is_default, &format!("secret-of-{id}"))
     }
 
     fn create_integration(name: &str, id: &str, space: &str, is_default: bool) -> ControlCommand {
@@ -987,7 +968,7 @@ mod tests {
     /// Updates change mutable fields, validated; rotation keeps the old secret with its deadline.
     #[test]
     fn integration_update_and_rotation() {
-        let new_secret = test_key().seal(&Secret::new("new"), "i1");
+        let new_secret = crate::testing::secrets_key().seal(&Secret::new("new"), "i1");
         let (registry, outcomes) = fold(vec![
             create_integration("bb", "i1", "root", true),
             ControlCommand::UpdateIntegration {

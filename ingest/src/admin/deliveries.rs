@@ -69,7 +69,12 @@ impl Admin {
         ))
     }
 
-    pub(super) fn get_delivery(&self, principal: &Principal, id: &str) -> Answer {
+    /// The story of delivery `id` and its integration, if `principal` may see it (404 otherwise).
+    fn visible_story(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<(String, Vec<DeliveryEvent>), ApiError> {
         let events = self
             .deps
             .deliveries
@@ -82,6 +87,11 @@ impl Admin {
         if !self.may_see_deliveries(principal, &integration, false) {
             return Err(not_found(id));
         }
+        Ok((integration, events))
+    }
+
+    pub(super) fn get_delivery(&self, principal: &Principal, id: &str) -> Answer {
+        let (integration, events) = self.visible_story(principal, id)?;
         Ok(json(
             StatusCode::OK,
             &DeliveryStory {
@@ -93,18 +103,7 @@ impl Admin {
     }
 
     pub(super) fn stack_runs(&self, principal: &Principal, id: &str) -> Answer {
-        {
-            let registry = self.control.read();
-            let visible = registry
-                .stack(id)
-                .is_some_and(|s| principal.can_read(&registry, &s.space_id));
-            if !visible {
-                return Err(ApiError::not_found(
-                    "stack_not_found",
-                    format!("no stack with id `{id}`"),
-                ));
-            }
-        }
+        super::stacks::visible(principal, &self.control.read(), id)?;
         let runs = self.deps.deliveries.runs(id).iter().map(to_value).collect();
         Ok(json(StatusCode::OK, &RunList { runs }))
     }
@@ -112,18 +111,7 @@ impl Admin {
     /// Re-publishes the stored webhook of delivery `id`, marked as a redelivery: the router's
     /// duplicate filter lets it through; run deduplication still applies.
     pub(super) async fn redeliver(&self, principal: &Principal, id: &str) -> Answer {
-        let events = self
-            .deps
-            .deliveries
-            .story(id)
-            .ok_or_else(|| not_found(id))?;
-        let integration = events
-            .first()
-            .map(|e| e.integration.clone())
-            .unwrap_or_default();
-        if !self.may_see_deliveries(principal, &integration, false) {
-            return Err(not_found(id));
-        }
+        let (integration, events) = self.visible_story(principal, id)?;
         if !self.may_see_deliveries(principal, &integration, true) {
             return Err(forbidden(
                 "redelivering needs the admin role on the integration's space",

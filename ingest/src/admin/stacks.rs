@@ -26,7 +26,7 @@ fn not_found(id: &str) -> ApiError {
 }
 
 /// The stack if `principal` may read it (404 otherwise).
-fn visible<'r>(
+pub(super) fn visible<'r>(
     principal: &Principal,
     registry: &'r Registry,
     id: &str,
