@@ -360,13 +360,15 @@ async fn trigger_rules_dedup_and_delivery_log() {
     env.send(
         "pr:comment:added",
         "preview-2",
-        &comment("/inlet preview please", 63),
+        &comment("/inlet preview", 63),
     )
     .await;
     let first = env.decided("preview-1", 2).await;
-    let second = env.decided("preview-2", 0).await;
+    let second = env.decided("preview-2", 2).await;
+    // The same command on the same commit again: a new run, not a duplicate.
     assert_eq!(first["prod"].0, "decided");
-    assert!(second.is_empty() || second["prod"].4 != first["prod"].4);
+    assert_eq!(second["prod"].0, "decided");
+    assert_ne!(second["prod"].4, first["prod"].4);
     env.send(
         "pr:comment:added",
         "preview-named",
