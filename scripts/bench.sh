@@ -19,6 +19,6 @@ $inlet bench --duration 10 --warmup 2 --stacks 10000 --repositories 1000 --concu
 $inlet bench --duration 10 --warmup 2 --stacks 100000 --repositories 10000 --concurrency 64 --rate 2000 2>/dev/null
 echo
 echo "== criterion: edge, routing, fold"
-cargo bench --quiet -p inlet-core --bench edge -- --warm-up-time 1 --measurement-time 3 2>/dev/null | grep -E "time:"
+cargo bench --quiet -p inlet-ingest --bench edge -- --warm-up-time 1 --measurement-time 3 2>/dev/null | grep -E "time:"
 cargo bench --quiet -p inlet-router --bench route -- --warm-up-time 1 --measurement-time 3 2>/dev/null | grep -E "time:"
-cargo bench --quiet -p inlet-core --bench fold 2>/dev/null | grep -E "time:"
+cargo bench --quiet -p inlet-control --bench fold 2>/dev/null | grep -E "time:"

@@ -24,13 +24,13 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use inlet_bitbucket::signature::sign;
 use inlet_core::CancellationToken;
 use inlet_core::config::Config;
 use inlet_core::kafka::{Kafka, header};
 use inlet_core::ready::ReadyInfo;
 use inlet_core::records::headers;
 use inlet_core::secret::Secret;
-use inlet_core::signature::sign;
 use rdkafka::Message;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::topic_partition_list::Offset;
@@ -893,7 +893,7 @@ mod baseline {
                                     .await
                                     .map(|b| b.to_bytes())
                                     .unwrap_or_default();
-                                let status = if inlet_core::signature::verify(
+                                let status = if inlet_bitbucket::signature::verify(
                                     signature.as_deref(),
                                     &body,
                                     [&secret],
@@ -943,11 +943,11 @@ mod tests {
         let b = template.render(2, 10);
         assert!((4900..=5100).contains(&a.len()), "{}", a.len());
         assert_ne!(a, b);
-        let push = inlet_core::bitbucket::parse_refs_changed(&a).expect("valid push");
+        let push = inlet_bitbucket::parse_refs_changed(&a).expect("valid push");
         assert_eq!(push.repository.full_name(), "BENCH/repo-1");
         assert_eq!(push.changes[0].to_hash, format!("{:040x}", 1));
         let feature = template.render(3, 10);
-        let push = inlet_core::bitbucket::parse_refs_changed(&feature).expect("valid push");
+        let push = inlet_bitbucket::parse_refs_changed(&feature).expect("valid push");
         assert_eq!(push.changes[0].reference.short_name(), "feature-3");
     }
 }

@@ -5,7 +5,6 @@
 
 mod bench;
 mod cli;
-mod ops;
 mod replay;
 mod send;
 mod stages;

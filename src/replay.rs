@@ -13,12 +13,11 @@ use clap::Args;
 use inlet_core::clock::parse_rfc3339;
 use inlet_core::config::Config;
 use inlet_core::kafka::{Kafka, header};
+use inlet_core::output::{Output, Outputs};
 use inlet_core::records::headers;
 use inlet_core::topics::Topics;
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 /// `inlet replay` flags.
@@ -51,7 +50,17 @@ pub async fn run(mut config: Config, args: ReplayArgs) -> anyhow::Result<()> {
     let topic = Topics::new(&config.kafka.topic_prefix).webhooks();
     let kafka = Kafka::new(&config.kafka, &args.kafka_bootstrap_servers, false);
     let reader = kafka.reader().await?;
-    let producer = kafka.producer(None).await?;
+    let outputs = Outputs::new(kafka.producer(None).await?);
+    // Stamped on every copy: the router waits until its fold has every stack that exists now.
+    let control_end = {
+        let probe = kafka.reader().await?;
+        let control = Topics::new(&config.kafka.topic_prefix).control();
+        tokio::task::spawn_blocking(move || {
+            probe.fetch_watermarks(&control, 0, Duration::from_secs(30))
+        })
+        .await??
+        .1
+    };
     let ends = {
         let probe = kafka.reader().await?;
         let topic = topic.clone();
@@ -119,29 +128,12 @@ pub async fn run(mut config: Config, args: ReplayArgs) -> anyhow::Result<()> {
         if args.dry_run {
             continue;
         }
-        let mut copy = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            for h in original.iter() {
-                copy = copy.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
-            }
-        }
-        copy = copy.insert(Header {
-            key: headers::REDELIVERY,
-            value: Some("true"),
-        });
-        producer
+        outputs
             .send(
-                FutureRecord::to(&topic)
-                    .key(message.key().unwrap_or_default())
-                    .payload(message.payload().unwrap_or_default())
-                    .headers(copy),
+                &Output::republished_webhook(&topic, &message.detach(), control_end),
                 Duration::from_secs(30),
             )
             .await
-            .map_err(|(err, _)| err)
             .context("re-publishing a webhook")?;
     }
     println!(

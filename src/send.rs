@@ -7,8 +7,8 @@ use clap::Args;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use inlet_bitbucket::signature::sign;
 use inlet_core::secret::Secret;
-use inlet_core::signature::sign;
 use tokio::net::TcpStream;
 
 /// `inlet send` flags.

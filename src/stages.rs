@@ -6,16 +6,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use inlet_control::StageDeps;
+use inlet_control::control_log::ControlLog;
+use inlet_control::crypto::SecretsKey;
 use inlet_core::CancellationToken;
 use inlet_core::config::Config;
-use inlet_core::control_log::ControlLog;
-use inlet_core::crypto::SecretsKey;
 use inlet_core::kafka::{EmbeddedBroker, Kafka};
 use inlet_core::metrics::Metrics;
-use inlet_core::pipeline::StageDeps;
+use inlet_core::output::Outputs;
+use inlet_core::pipeline::StageDeps as PipelineDeps;
 
 use crate::cli::StageArgs;
-use crate::ops::Ops;
+use inlet_core::ops::Ops;
 use inlet_core::ready::ReadyInfo;
 use inlet_core::secret::Secret;
 use inlet_core::topics::Topics;
@@ -135,38 +137,71 @@ struct IngestKeys {
     secrets: SecretsKey,
 }
 
-async fn ingest_deps(
+/// The two services of an ingest process: the webhook edge and the admin API.
+struct IngestProcess {
+    ingest: inlet_ingest::Deps,
+    admin_listener: TcpListener,
+    admin: inlet_control::admin::AdminDeps,
+    control: ControlLog,
+}
+
+async fn ingest_process(
     config: &Config,
     connected: &Connected,
     listeners: Listeners,
     keys: IngestKeys,
     shutdown: &CancellationToken,
-) -> anyhow::Result<inlet_ingest::Deps> {
+) -> anyhow::Result<IngestProcess> {
     inlet_ingest::verify::check_secrets_key(&connected.control.read(), &keys.secrets)
         .map_err(anyhow::Error::msg)?;
-    let (deliveries, _follower) = inlet_ingest::deliveries::DeliveryLog::start(
+    let (deliveries, _follower) = inlet_control::deliveries::DeliveryLog::start(
         &connected.kafka,
         connected.topics.deliveries(),
         shutdown.clone(),
     )
     .await
     .context("following the delivery log")?;
-    Ok(inlet_ingest::Deps {
-        webhook_listener: listeners.webhook,
+    Ok(IngestProcess {
+        ingest: inlet_ingest::Deps {
+            listener: listeners.webhook,
+            control: connected.control.clone(),
+            producer: connected.producer.clone(),
+            webhooks_topic: connected.topics.webhooks(),
+            secrets_key: keys.secrets.clone(),
+            drain: drain(config),
+            metrics: connected.metrics.clone(),
+        },
         admin_listener: listeners.admin,
+        admin: inlet_control::admin::AdminDeps {
+            admin_key: keys.admin,
+            secrets_key: keys.secrets,
+            public_base_url: listeners.public_base_url,
+            outputs: Outputs::new(connected.producer.clone()),
+            triggers_topic: connected.topics.triggers(),
+            metrics: connected.metrics.clone(),
+            deliveries,
+            kafka: connected.kafka.clone(),
+            webhooks_topic: connected.topics.webhooks(),
+            deliveries_topic: connected.topics.deliveries(),
+        },
         control: connected.control.clone(),
-        producer: connected.producer.clone(),
-        webhooks_topic: connected.topics.webhooks(),
-        triggers_topic: connected.topics.triggers(),
-        admin_key: keys.admin,
-        secrets_key: keys.secrets,
-        public_base_url: listeners.public_base_url,
-        drain: drain(config),
-        metrics: connected.metrics.clone(),
-        deliveries,
-        kafka: connected.kafka.clone(),
-        deliveries_topic: connected.topics.deliveries(),
     })
+}
+
+/// Serves the webhook edge and the admin API until `shutdown`.
+async fn serve_ingest(config: &Config, process: IngestProcess, shutdown: CancellationToken) {
+    let header_timeout = Duration::from_millis(config.ingest.header_read_timeout_ms);
+    tokio::join!(
+        inlet_ingest::run(&config.ingest, process.ingest, shutdown.clone()),
+        inlet_control::admin::run(
+            process.admin_listener,
+            process.control,
+            process.admin,
+            header_timeout,
+            drain(config),
+            shutdown,
+        ),
+    );
 }
 
 /// A consuming stage's dependencies: a consumer in `group` subscribed to `topic`.
@@ -177,12 +212,14 @@ async fn stage_deps(
     topic: &str,
 ) -> anyhow::Result<StageDeps> {
     Ok(StageDeps {
-        consumer: subscribed(&connected.kafka, group, topic).await?,
-        producer: connected.producer.clone(),
+        pipeline: PipelineDeps {
+            consumer: subscribed(&connected.kafka, group, topic).await?,
+            producer: connected.producer.clone(),
+            topics: connected.topics.clone(),
+            drain: drain(config),
+            metrics: connected.metrics.clone(),
+        },
         control: connected.control.clone(),
-        topics: connected.topics.clone(),
-        drain: drain(config),
-        metrics: connected.metrics.clone(),
     })
 }
 
@@ -278,7 +315,7 @@ pub async fn dev(
     // In memory the control log dies with the process, so a fresh key is as good as any; against
     // a real cluster a generated key could not open what an earlier run sealed, which the startup
     // check then reports.
-    let secrets_key = config.secrets_key()?.unwrap_or_else(SecretsKey::generate);
+    let secrets_key = SecretsKey::from_config(&config)?.unwrap_or_else(SecretsKey::generate);
     let connected = connect(&config, &bootstrap, embedded, &shutdown).await?;
     let listeners = bind(&config).await?;
     let (webhook_base_url, admin_base_url) = (
@@ -293,7 +330,7 @@ pub async fn dev(
             Some(workers_deps(&config, &connected).await?),
         )
     };
-    let ingest = ingest_deps(
+    let ingest = ingest_process(
         &config,
         &connected,
         listeners,
@@ -348,7 +385,7 @@ pub async fn dev(
     let (router_result, workers_result, ()) = tokio::join!(
         router,
         workers,
-        inlet_ingest::run(&config.ingest, ingest, shutdown.clone()),
+        serve_ingest(&config, ingest, shutdown.clone()),
     );
     router_result.context("router")?;
     workers_result.context("workers")?;
@@ -372,7 +409,7 @@ pub async fn ingest(
              ingest.admin_key_file (every ingest replica must share it)"
         );
     };
-    let Some(secrets_key) = config.secrets_key()? else {
+    let Some(secrets_key) = SecretsKey::from_config(&config)? else {
         bail!(
             "`inlet ingest` needs the secrets key that seals webhook secrets in the control log: \
              set INLET_SECRETS_KEY or ingest.secrets_key_file to 32 random bytes in hex \
@@ -396,7 +433,7 @@ pub async fn ingest(
         admin = %listeners.admin_base_url,
         "ingest ready"
     );
-    let deps = ingest_deps(
+    let deps = ingest_process(
         &config,
         &connected,
         listeners,
@@ -407,7 +444,7 @@ pub async fn ingest(
         &shutdown,
     )
     .await?;
-    inlet_ingest::run(&config.ingest, deps, shutdown).await;
+    serve_ingest(&config, deps, shutdown).await;
     let _ = connected.control_task.await;
     Ok(())
 }
@@ -459,9 +496,9 @@ async fn consuming(
     let ops_addr = ops_listener.local_addr()?;
     let ops = Arc::new(Ops {
         metrics: connected.metrics.clone(),
-        control: connected.control.clone(),
+        readiness: connected.control.clone(),
     });
-    let ops_task = tokio::spawn(inlet_ingest::listener::serve(
+    let ops_task = tokio::spawn(inlet_core::listener::serve(
         "operations",
         ops_listener,
         ops,

@@ -5,8 +5,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Inlet, TopicReader, admin, header, send};
+use inlet_bitbucket::signature::sign;
 use inlet_core::secret::Secret;
-use inlet_core::signature::sign;
 use serde_json::{Value, json};
 
 /// With `--log-format json` every log line is a JSON object; the caller's `traceparent` reaches the

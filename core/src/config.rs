@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::crypto::SecretsKey;
 use crate::secret::Secret;
 
 /// Everything inlet can be configured with.
@@ -292,7 +291,8 @@ impl Config {
         {
             return invalid("ingest.admin_key", "must be at least 16 characters");
         }
-        self.secrets_key()?;
+        // Its format is checked by `SecretsKey::from_config` (inlet-control) at startup.
+        self.secrets_key_text()?;
         Ok(())
     }
 
@@ -308,18 +308,10 @@ impl Config {
         Ok(key)
     }
 
-    /// The secrets key from `secrets_key` or `secrets_key_file`, if either is set.
-    pub fn secrets_key(&self) -> Result<Option<SecretsKey>, ConfigError> {
-        let Some(text) = secret_from(&self.ingest.secrets_key, &self.ingest.secrets_key_file)?
-        else {
-            return Ok(None);
-        };
-        SecretsKey::parse(text.expose())
-            .map(Some)
-            .map_err(|err| ConfigError::Invalid {
-                key: "ingest.secrets_key",
-                problem: err.to_string(),
-            })
+    /// The secrets key's text from `secrets_key` or `secrets_key_file`, if either is set
+    /// (`inlet_control::crypto::SecretsKey::from_config` parses it).
+    pub fn secrets_key_text(&self) -> Result<Option<Secret>, ConfigError> {
+        secret_from(&self.ingest.secrets_key, &self.ingest.secrets_key_file)
     }
 }
 

@@ -1,49 +1,37 @@
-//! inlet-core: everything the stages share.
+//! inlet-core: what every stage shares, and nothing about Bitbucket or the control plane.
 //!
 //! # Layout
 //!
 //! - [`config`]: the typed configuration tree, its layers and validation.
-//! - [`domain`]: spaces, integrations, stacks, API keys; [`access`]: who may do what.
-//! - [`control`]: the commands of the `inlet.control` log.
-//! - [`fold`]: the deterministic fold of those commands into the [`registry::Registry`].
-//! - [`registry`]: the folded state and its indexed queries.
-//! - [`control_log`]: following the control topic in the background; append-and-wait.
-//! - [`records`]: `StackTrigger` and `RunDecision`, webhook headers, deterministic ids.
+//! - [`records`]: `StackTrigger`, `RunDecision`, `DeliveryEvent`, webhook headers, deterministic ids.
 //! - [`topics`]: topic names and settings.
-//! - [`bitbucket`]: the lenient Bitbucket Data Center payload reader.
-//! - [`signature`]: `X-Hub-Signature` HMAC-SHA256 signing and verification.
 //! - [`kafka`]: building clients, creating topics, the embedded broker.
-//! - [`metrics`]: the Prometheus registry and every metric, labels from enums.
+//! - [`output`]: the one way records reach Kafka, with one classification of producer errors.
 //! - [`pipeline`]: the at-least-once consume → produce → store-offset loop, with dead letters.
+//! - [`metrics`]: the Prometheus registry and every metric, labels from enums.
+//! - [`listener`], [`http`], [`ops`]: the HTTP listener every stage serves, its answers, and the
+//!   `/healthz`, `/readyz`, `/metrics` endpoints.
 //! - [`dedup`]: bounded, time-windowed memory of what was already processed.
-//! - [`secret`]: a string that never prints; [`crypto`]: secrets sealed at rest (AES-256-GCM).
+//! - [`secret`]: a string that never prints.
 //! - [`clock`], [`ready`], [`telemetry`]: timestamps, the ready file, logging.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod access;
-pub mod bitbucket;
 pub mod clock;
 pub mod config;
-pub mod control;
-pub mod control_log;
-pub mod crypto;
 pub mod dedup;
-pub mod domain;
-pub mod fold;
+pub mod http;
 pub mod kafka;
+pub mod listener;
 pub mod metrics;
+pub mod ops;
+pub mod output;
 pub mod pipeline;
 pub mod ready;
 pub mod records;
-pub mod registry;
 pub mod secret;
-pub mod signature;
 pub mod telemetry;
 pub mod topics;
 
 pub use tokio_util::sync::CancellationToken;
-
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;

@@ -10,8 +10,6 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::bitbucket::events;
-
 /// What became of one webhook request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookOutcome {
@@ -19,8 +17,6 @@ pub enum WebhookOutcome {
     Accepted,
     /// 200: a ping.
     Ping,
-    /// 202: a verified event inlet does not handle.
-    Ignored,
     /// 401.
     Unauthorized,
     /// 404.
@@ -41,7 +37,6 @@ impl WebhookOutcome {
         match self {
             WebhookOutcome::Accepted => "accepted",
             WebhookOutcome::Ping => "ping",
-            WebhookOutcome::Ignored => "ignored",
             WebhookOutcome::Unauthorized => "unauthorized",
             WebhookOutcome::NotFound => "not_found",
             WebhookOutcome::BadRequest => "bad_request",
@@ -49,19 +44,6 @@ impl WebhookOutcome {
             WebhookOutcome::Timeout => "timeout",
             WebhookOutcome::Unavailable => "unavailable",
         }
-    }
-}
-
-/// The `event` label for an event key: known keys as they are, anything else `other`.
-pub fn event_label(event_key: Option<&str>) -> &'static str {
-    match event_key {
-        Some(events::PING) => events::PING,
-        Some(key) => events::HANDLED
-            .iter()
-            .find(|known| **known == key)
-            .copied()
-            .unwrap_or("other"),
-        None => "none",
     }
 }
 
@@ -174,6 +156,15 @@ fn latency_buckets() -> Vec<f64> {
 }
 
 impl Metrics {
+    /// `inlet_<stage>_dead_letters_total` of a consuming stage (ingest writes no dead letters).
+    pub fn dead_letters(&self, stage: crate::records::Stage) -> Option<&IntCounter> {
+        match stage {
+            crate::records::Stage::Router => Some(&self.router.dead_letters),
+            crate::records::Stage::Workers => Some(&self.workers.dead_letters),
+            crate::records::Stage::Ingest => None,
+        }
+    }
+
     /// A fresh registry with every metric registered.
     pub fn new() -> Arc<Metrics> {
         let registry = Registry::new();
@@ -361,16 +352,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Event labels are bounded: unknown keys collapse to `other`.
-    #[test]
-    fn event_labels_are_bounded() {
-        assert_eq!(event_label(Some("repo:refs_changed")), "repo:refs_changed");
-        assert_eq!(event_label(Some("diagnostics:ping")), "diagnostics:ping");
-        assert_eq!(event_label(Some("repo:forked")), "other");
-        assert_eq!(event_label(Some("x\ny")), "other");
-        assert_eq!(event_label(None), "none");
-    }
 
     /// Rendering shows registered metrics with their labels.
     #[test]

@@ -20,62 +20,27 @@ use futures::stream::FuturesOrdered;
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{DeliveryFuture, FutureRecord};
-
-use crate::kafka::Producer;
-use rdkafka::util::Timeout;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::DeliveryFuture;
 use tokio_util::sync::CancellationToken;
 
-/// What a consuming stage (router, workers) runs with, built by the caller.
+use crate::kafka::Producer;
+pub use crate::output::Output;
+use crate::output::{Outputs, is_fatal};
+use crate::records::Stage;
+
+/// What the consume loop of a stage (router, workers) runs with, built by the caller.
 pub struct StageDeps {
     /// Consumer subscribed to the stage's input topic, offsets stored manually.
     pub consumer: StreamConsumer,
     /// The idempotent producer.
     pub producer: Producer,
-    /// This process's fold of the control log.
-    pub control: crate::control_log::ControlLog,
     /// Topic names.
     pub topics: crate::topics::Topics,
     /// Longest drain on shutdown.
     pub drain: Duration,
     /// The process's metrics.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-}
-
-/// One record a handler wants produced.
-#[derive(Debug, Clone)]
-pub struct Output {
-    /// Destination topic.
-    pub topic: String,
-    /// Record key.
-    pub key: String,
-    /// Record value.
-    pub payload: Vec<u8>,
-    /// Record headers.
-    pub headers: Option<OwnedHeaders>,
-}
-
-impl Output {
-    /// A delivery event for `topic`, keyed by its delivery id.
-    pub fn delivery_event(topic: &str, event: &crate::records::DeliveryEvent) -> Output {
-        Output {
-            topic: topic.to_owned(),
-            key: event.delivery_id.clone(),
-            payload: serde_json::to_vec(event).unwrap_or_default(),
-            headers: None,
-        }
-    }
-
-    fn record(&self) -> FutureRecord<'_, String, Vec<u8>> {
-        let record = FutureRecord::to(&self.topic)
-            .key(&self.key)
-            .payload(&self.payload);
-        match &self.headers {
-            Some(headers) => record.headers(headers.clone()),
-            None => record,
-        }
-    }
 }
 
 /// A record a stage cannot process: retrying would fail the same way.
@@ -89,8 +54,8 @@ pub struct Poison {
 
 /// What a stage does with one input record.
 pub trait Handler {
-    /// The stage's name, for dead letters.
-    fn stage(&self) -> &'static str;
+    /// The stage, for dead-letter headers, logs and metrics.
+    fn stage(&self) -> Stage;
 
     /// The outputs for `message`, or why it is poison. Transient trouble (the broker) is the
     /// pipeline's to retry; a handler fails only for records that can never be processed.
@@ -102,14 +67,18 @@ pub trait Handler {
 
 /// The dead letter of `message`: its key, value and headers, plus why and where from.
 fn dead_letter(dlq_topic: &str, stage: &str, message: &OwnedMessage, reason: &str) -> Output {
-    use rdkafka::message::{Header, Headers};
-    let mut headers = OwnedHeaders::new();
+    use rdkafka::message::Headers;
+    let mut output = Output {
+        topic: dlq_topic.to_owned(),
+        key: message.key().unwrap_or_default().to_vec(),
+        payload: bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+        headers: Vec::new(),
+    };
     if let Some(original) = message.headers() {
         for header in original.iter() {
-            headers = headers.insert(Header {
-                key: header.key,
-                value: header.value,
-            });
+            output
+                .headers
+                .push((header.key.to_owned(), header.value.map(<[u8]>::to_vec)));
         }
     }
     let source = format!(
@@ -118,28 +87,10 @@ fn dead_letter(dlq_topic: &str, stage: &str, message: &OwnedMessage, reason: &st
         message.partition(),
         message.offset()
     );
-    headers = headers
-        .insert(Header {
-            key: crate::records::headers::ERROR_STAGE,
-            value: Some(stage),
-        })
-        .insert(Header {
-            key: crate::records::headers::ERROR,
-            value: Some(reason),
-        })
-        .insert(Header {
-            key: crate::records::headers::ERROR_SOURCE,
-            value: Some(&source),
-        });
-    Output {
-        topic: dlq_topic.to_owned(),
-        key: message
-            .key()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-            .unwrap_or_default(),
-        payload: message.payload().unwrap_or_default().to_vec(),
-        headers: Some(headers),
-    }
+    output
+        .header(crate::records::headers::ERROR_STAGE, stage)
+        .header(crate::records::headers::ERROR, reason)
+        .header(crate::records::headers::ERROR_SOURCE, source)
 }
 
 /// Where an input came from, to store its offset once its outputs are acknowledged.
@@ -162,11 +113,11 @@ pub async fn run<H: Handler>(
     let StageDeps {
         consumer,
         producer,
-        control,
         topics,
         drain,
         metrics,
     } = deps;
+    let producer = Outputs::new(producer);
     let reported = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let dlq_topic = topics.dlq();
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
@@ -178,12 +129,11 @@ pub async fn run<H: Handler>(
             biased;
             _ = shutdown.cancelled() => break,
             _ = lag_tick.tick() => {
-                let (consumer, metrics, stage) = (consumer.clone(), metrics.clone(), handler.stage());
-                let (control, reported) = (control.clone(), reported.clone());
+                let (consumer, metrics, stage) = (consumer.clone(), metrics.clone(), handler.stage().as_str());
+                let reported = reported.clone();
                 // Metadata calls block inside librdkafka.
                 tokio::task::spawn_blocking(move || {
                     record_lag(&consumer, &metrics, stage, &reported);
-                    control.refresh_end_offset_blocking();
                 });
             }
             Some(position) = in_flight.next(), if !in_flight.is_empty() => {
@@ -207,15 +157,19 @@ pub async fn run<H: Handler>(
                     Ok(outputs) => outputs,
                     Err(poison) => {
                         tracing::error!(
-                            stage = handler.stage(),
+                            stage = handler.stage().as_str(),
                             topic = message.topic(),
                             partition = message.partition(),
                             offset = message.offset(),
                             reason = %poison.reason,
                             "unprocessable record sent to the dead-letter topic"
                         );
+                        // Counted here, once, so every stage's dead-letter counter moves.
+                        if let Some(counter) = metrics.dead_letters(handler.stage()) {
+                            counter.inc();
+                        }
                         let mut outputs = poison.outputs;
-                        outputs.push(dead_letter(&dlq_topic, handler.stage(), &message, &poison.reason));
+                        outputs.push(dead_letter(&dlq_topic, handler.stage().as_str(), &message, &poison.reason));
                         outputs
                     }
                 };
@@ -254,33 +208,32 @@ pub async fn run<H: Handler>(
 
 /// Hands `output` to the producer, waiting while its queue is full. `None` if shutdown came first.
 async fn enqueue(
-    producer: &Producer,
+    outputs: &Outputs,
     output: &Output,
     shutdown: &CancellationToken,
 ) -> Option<DeliveryFuture> {
     loop {
-        match producer.send_result(output.record()) {
+        let wait = match outputs.enqueue(output) {
             Ok(delivery) => return Some(delivery),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(Duration::from_millis(5)) => {}
-                }
+            Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                Duration::from_millis(5)
             }
-            Err((err, _)) => {
-                tracing::error!(error = %err, topic = %output.topic, "cannot enqueue output; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                }
+            Err(err) => {
+                tracing::error!(error = %err, topic = %output.topic, fatal = is_fatal(&err), "cannot enqueue output; retrying");
+                Duration::from_millis(200)
             }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-/// Resolves once every output is acknowledged, re-sending failed ones.
+/// Resolves once every output is acknowledged, re-sending failed ones. An output is never
+/// skipped: a partition waits rather than store an offset whose outputs are not on Kafka.
 async fn confirm(
-    producer: Producer,
+    outputs: Outputs,
     deliveries: Vec<(Output, Option<DeliveryFuture>)>,
     position: Position,
     shutdown: CancellationToken,
@@ -299,13 +252,20 @@ async fn confirm(
                 // Leave the offset unstored: never acknowledge what was not delivered.
                 return std::future::pending().await;
             }
-            tracing::warn!(error = %err, topic = %output.topic, key = %output.key, "output not acknowledged; re-sending");
+            if is_fatal(&err) {
+                tracing::error!(error = %err, topic = %output.topic, "the broker refuses an output; the partition waits until an operator fixes the cause");
+            } else {
+                tracing::warn!(error = %err, topic = %output.topic, "output not acknowledged; re-sending");
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
-            result = producer
-                .send(output.record(), Timeout::Never)
-                .await
-                .map(|_| ())
-                .map_err(|(err, _)| err);
+            result = match enqueue(&outputs, &output, &shutdown).await {
+                Some(delivery) => match delivery.await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err((err, _))) => Err(err),
+                    Err(_) => Err(KafkaError::Canceled),
+                },
+                None => Err(KafkaError::Canceled),
+            };
         }
     }
     position

@@ -138,6 +138,101 @@ pub struct StackTrigger {
     pub control_offset: i64,
 }
 
+/// What every trigger of one webhook delivery carries from it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Bitbucket's `X-Request-Id`.
+    pub delivery_id: String,
+    /// Bitbucket's `X-Event-Key`.
+    pub event_key: String,
+    /// The integration name the webhook arrived under.
+    pub integration: String,
+    /// When ingest received it.
+    pub received_at: String,
+    /// The control offset ingest had applied.
+    pub control_offset: i64,
+}
+
+/// Who and what caused a trigger, besides its delivery.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    /// push, pull_request, comment or manual.
+    pub kind: TriggerKind,
+    /// Pull request id for PR and comment triggers.
+    pub pull_request_id: Option<u64>,
+    /// Bitbucket user name or API key id.
+    pub actor: Option<String>,
+}
+
+impl StackTrigger {
+    /// The trigger of `stack_id` by `delivery`. Its id is derived from the delivery id, the stack
+    /// and `id_parts` (what else makes it unique: the ref, the commit, a comment id), so a replay
+    /// of the delivery yields the same id.
+    pub fn new(
+        delivery: &Delivery,
+        stack_id: &str,
+        run_type: RunType,
+        commit: Commit,
+        cause: Cause,
+        id_parts: &[&str],
+    ) -> StackTrigger {
+        let mut parts = vec![delivery.delivery_id.as_str(), stack_id];
+        parts.extend_from_slice(id_parts);
+        StackTrigger {
+            schema: TRIGGER_SCHEMA.to_owned(),
+            trigger_id: derive_id("trg", &parts),
+            stack_id: stack_id.to_owned(),
+            integration: delivery.integration.clone(),
+            run_type,
+            commit,
+            trigger: TriggerSource {
+                kind: cause.kind,
+                delivery_id: delivery.delivery_id.clone(),
+                event_key: delivery.event_key.clone(),
+                pull_request_id: cause.pull_request_id,
+                actor: cause.actor,
+            },
+            received_at: delivery.received_at.clone(),
+            control_offset: delivery.control_offset,
+        }
+    }
+
+    /// A manual run (`POST /stacks/{id}/runs`): tracked, with a fresh id that is also its
+    /// delivery id, so two requests are two runs.
+    pub fn manual(
+        stack_id: &str,
+        integration: &str,
+        commit: Commit,
+        actor: &str,
+        control_offset: i64,
+    ) -> StackTrigger {
+        let trigger_id = derive_id("trg", &[crate::secret::Secret::generate(16).expose()]);
+        let delivery = Delivery {
+            delivery_id: trigger_id.clone(),
+            event_key: "manual".to_owned(),
+            integration: integration.to_owned(),
+            received_at: crate::clock::now_rfc3339(),
+            control_offset,
+        };
+        let cause = Cause {
+            kind: TriggerKind::Manual,
+            pull_request_id: None,
+            actor: Some(actor.to_owned()),
+        };
+        StackTrigger {
+            trigger_id,
+            ..StackTrigger::new(&delivery, stack_id, RunType::Tracked, commit, cause, &[])
+        }
+    }
+
+    /// Its record on `inlet.triggers`: keyed by stack id, with the delivery id and trace context.
+    pub fn output(&self, topic: &str, traceparent: Option<&str>) -> crate::output::Output {
+        crate::output::Output::json(topic, &self.stack_id, self)
+            .header(headers::DELIVERY_ID, &self.trigger.delivery_id)
+            .trace(traceparent)
+    }
+}
+
 /// Whether the run goes ahead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -148,11 +243,31 @@ pub enum RunStatus {
     Blocked,
 }
 
+/// Why a run was blocked: a fixed set, so it is also a bounded metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockedCode {
+    /// The stack's integration was deleted.
+    IntegrationDetached,
+    /// The stack is disabled.
+    StackDisabled,
+}
+
+impl BlockedCode {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BlockedCode::IntegrationDetached => "integration_detached",
+            BlockedCode::StackDisabled => "stack_disabled",
+        }
+    }
+}
+
 /// Why a run was blocked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockedReason {
     /// Stable code, e.g. `integration_detached`.
-    pub code: String,
+    pub code: BlockedCode,
     /// Human sentence.
     pub message: String,
 }
@@ -183,6 +298,16 @@ pub struct RunDecision {
     pub decided_at: String,
 }
 
+impl RunDecision {
+    /// Its record on `inlet.runs` (the downstream contract): keyed by stack id, with the delivery
+    /// id and trace context.
+    pub fn output(&self, topic: &str, traceparent: Option<&str>) -> crate::output::Output {
+        crate::output::Output::json(topic, &self.stack_id, self)
+            .header(headers::DELIVERY_ID, &self.trigger.delivery_id)
+            .trace(traceparent)
+    }
+}
+
 /// The stage that wrote a [`DeliveryEvent`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -193,6 +318,17 @@ pub enum Stage {
     Router,
     /// Triggers to decisions.
     Workers,
+}
+
+impl Stage {
+    /// The stage's name, for labels and dead-letter headers.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Ingest => "ingest",
+            Stage::Router => "router",
+            Stage::Workers => "workers",
+        }
+    }
 }
 
 /// What a stage did with a delivery.

@@ -1,124 +1,161 @@
-//! The one place errors become HTTP responses: `{"error": {"code", "message"}}`.
+//! Every way a webhook request can fail, and the one place each becomes an HTTP status, a stable
+//! `code`, a metric outcome and a `Retry-After` (DESIGN §4.1).
+//!
+//! The message sent to Bitbucket says what the caller can fix; internal causes (Kafka errors, I/O
+//! errors) are logged by the request's report, never put in the body.
 
-use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
-use http_body_util::Full;
-use inlet_core::fold::{Rejection, RejectionKind};
-use serde::Serialize;
+use http::{HeaderValue, StatusCode, header};
+use inlet_bitbucket::PayloadError;
+use inlet_bitbucket::signature::SignatureError;
+use inlet_core::http::{Answer, ErrorAnswer};
+use inlet_core::metrics::WebhookOutcome;
 
-/// An error answer. Internal causes are logged where they happen; the answer carries only what the
-/// caller may know.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Stable snake_case code.
-    pub code: &'static str,
-    /// Human sentence.
-    pub message: String,
-    /// Seconds for `Retry-After` (503s).
-    pub retry_after: Option<u32>,
+use crate::publish::PublishError;
+
+/// Why a webhook request was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    /// The path is not `/webhooks/bitbucket-datacenter/{name}`.
+    #[error("no such endpoint")]
+    NoRoute,
+    /// Not a POST.
+    #[error("webhooks are delivered with POST")]
+    MethodNotAllowed,
+    /// No integration of that name (never existed, or deleted).
+    #[error("no integration named `{0}`")]
+    UnknownIntegration(String),
+    /// At the in-flight limit.
+    #[error("ingest is at its in-flight limit; retry shortly")]
+    Saturated,
+    /// The body is over the limit (by `Content-Length` or while streaming).
+    #[error("the body exceeds {0} bytes")]
+    BodyTooLarge(usize),
+    /// The body did not arrive within the body timeout.
+    #[error("the body took too long")]
+    BodyTimeout,
+    /// The connection failed while the body was read.
+    #[error("the body could not be read")]
+    BodyUnreadable(String),
+    /// Missing, malformed or wrong `X-Hub-Signature`.
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    /// This process's secrets key cannot open the integration's webhook secret.
+    #[error(
+        "this ingest cannot open the integration's secret; its operator must fix the secrets key"
+    )]
+    SecretsKeyMismatch(String),
+    /// No `X-Event-Key` on a signed request.
+    #[error("the X-Event-Key header is missing")]
+    MissingEventKey,
+    /// The body is not JSON, or names no repository.
+    #[error(transparent)]
+    InvalidPayload(#[from] PayloadError),
+    /// The broker did not take the record.
+    #[error("the webhook could not be stored; retry shortly")]
+    Publish(#[from] PublishError),
 }
 
-impl ApiError {
-    /// An error with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
+impl WebhookError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            WebhookError::NoRoute | WebhookError::UnknownIntegration(_) => StatusCode::NOT_FOUND,
+            WebhookError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            WebhookError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            WebhookError::Signature(_) => StatusCode::UNAUTHORIZED,
+            WebhookError::BodyUnreadable(_)
+            | WebhookError::MissingEventKey
+            | WebhookError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
+            WebhookError::Saturated
+            | WebhookError::SecretsKeyMismatch(_)
+            | WebhookError::Publish(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    /// 400 naming the field at fault.
-    pub fn invalid(field: &str, message: impl std::fmt::Display) -> Self {
-        Self::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_field",
-            format!("{field}: {message}"),
-        )
-    }
-
-    /// 404 for a resource.
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-
-    /// 503 with `Retry-After`.
-    pub fn unavailable(code: &'static str, message: impl Into<String>, retry_after: u32) -> Self {
-        ApiError {
-            retry_after: Some(retry_after),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+    /// The stable `code` of the error body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WebhookError::NoRoute => "not_found",
+            WebhookError::MethodNotAllowed => "method_not_allowed",
+            WebhookError::UnknownIntegration(_) => "integration_not_found",
+            WebhookError::Saturated | WebhookError::Publish(PublishError::QueueFull) => "saturated",
+            WebhookError::BodyTooLarge(_) => "body_too_large",
+            WebhookError::BodyTimeout => "body_timeout",
+            WebhookError::BodyUnreadable(_) => "body_unreadable",
+            WebhookError::Signature(_) => "invalid_signature",
+            WebhookError::SecretsKeyMismatch(_) => "secrets_key_mismatch",
+            WebhookError::MissingEventKey => "missing_event_key",
+            WebhookError::InvalidPayload(_) => "invalid_payload",
+            WebhookError::Publish(_) => "broker_unavailable",
         }
     }
 
-    /// The response.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: Inner<'a>,
+    /// The `outcome` label of `inlet_ingest_requests_total`.
+    pub fn outcome(&self) -> WebhookOutcome {
+        match self.status() {
+            StatusCode::UNAUTHORIZED => WebhookOutcome::Unauthorized,
+            StatusCode::NOT_FOUND => WebhookOutcome::NotFound,
+            StatusCode::PAYLOAD_TOO_LARGE => WebhookOutcome::TooLarge,
+            StatusCode::REQUEST_TIMEOUT => WebhookOutcome::Timeout,
+            StatusCode::SERVICE_UNAVAILABLE => WebhookOutcome::Unavailable,
+            _ => WebhookOutcome::BadRequest,
         }
-        #[derive(Serialize)]
-        struct Inner<'a> {
-            code: &'a str,
-            message: &'a str,
+    }
+
+    /// Seconds Bitbucket (or a proxy) should wait before retrying a 503.
+    fn retry_after(&self) -> Option<u32> {
+        match self {
+            WebhookError::Saturated => Some(1),
+            WebhookError::Publish(_) => Some(5),
+            WebhookError::SecretsKeyMismatch(_) => Some(30),
+            _ => None,
         }
-        let mut response = json(
-            self.status,
-            &Body {
-                error: Inner {
-                    code: self.code,
-                    message: &self.message,
-                },
-            },
-        );
-        if let Some(seconds) = self.retry_after {
+    }
+
+    /// What only the operator should see (logged, never answered).
+    pub fn internal_cause(&self) -> Option<String> {
+        match self {
+            WebhookError::BodyUnreadable(cause) | WebhookError::SecretsKeyMismatch(cause) => {
+                Some(cause.clone())
+            }
+            WebhookError::Publish(err) => Some(err.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The answer.
+    pub fn into_response(self) -> Answer {
+        let mut response = ErrorAnswer {
+            status: self.status(),
+            code: self.code(),
+            message: self.to_string(),
+            retry_after: self.retry_after(),
+        }
+        .into_response();
+        if matches!(self, WebhookError::MethodNotAllowed) {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
         }
         response
     }
 }
 
-impl From<Rejection> for ApiError {
-    fn from(rejection: Rejection) -> Self {
-        let status = match rejection.kind {
-            RejectionKind::Invalid => StatusCode::BAD_REQUEST,
-            RejectionKind::Conflict => StatusCode::CONFLICT,
-            RejectionKind::NotFound => StatusCode::NOT_FOUND,
-        };
-        let message = match rejection.field {
-            Some(field) => format!("{field}: {}", rejection.message),
-            None => rejection.message,
-        };
-        ApiError::new(status, rejection.code, message)
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// A JSON response.
-pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
-    match serde_json::to_vec(value) {
-        Ok(body) => {
-            let mut response = Response::new(Full::new(Bytes::from(body)));
-            *response.status_mut() = status;
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "cannot serialise a response");
-            empty(StatusCode::INTERNAL_SERVER_ERROR)
-        }
+    /// Kafka's error text never reaches the body; it is the internal cause.
+    #[test]
+    fn publish_errors_hide_their_cause() {
+        let err = WebhookError::Publish(PublishError::Timeout);
+        assert_eq!(
+            err.to_string(),
+            "the webhook could not be stored; retry shortly"
+        );
+        assert!(err.internal_cause().is_some());
+        assert_eq!(err.code(), "broker_unavailable");
+        assert_eq!(err.outcome(), WebhookOutcome::Unavailable);
     }
-}
-
-/// A response without a body.
-pub fn empty(status: StatusCode) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
-    *response.status_mut() = status;
-    response
 }

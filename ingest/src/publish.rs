@@ -9,10 +9,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use inlet_core::kafka::Producer;
+use inlet_core::output::{Output, Outputs};
 use inlet_core::records::headers;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
 
 use crate::verify::Verified;
 
@@ -35,19 +33,8 @@ pub struct WebhookRecord {
     pub verified: Verified,
 }
 
-/// Why a publish did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// The producer's queue is full.
-    #[error("the producer queue is full")]
-    QueueFull,
-    /// The broker did not acknowledge within the deadline.
-    #[error("the broker did not acknowledge in time")]
-    Timeout,
-    /// The broker refused the record.
-    #[error("the broker refused the record: {0}")]
-    Broker(KafkaError),
-}
+/// Why a publish did not complete: the output path's one classification.
+pub use inlet_core::output::SendError as PublishError;
 
 /// Where verified webhooks go. The Kafka implementation is [`KafkaPublisher`]; tests use fakes.
 pub trait Publish: Send + Sync + 'static {
@@ -60,7 +47,7 @@ pub trait Publish: Send + Sync + 'static {
 
 /// Publishes to the webhooks topic.
 pub struct KafkaPublisher {
-    producer: Producer,
+    outputs: Outputs,
     topic: String,
     timeout: Duration,
 }
@@ -69,58 +56,39 @@ impl KafkaPublisher {
     /// A publisher to `topic` that waits at most `timeout` for acknowledgements.
     pub fn new(producer: Producer, topic: String, timeout: Duration) -> Self {
         KafkaPublisher {
-            producer,
+            outputs: Outputs::new(producer),
             topic,
             timeout,
         }
     }
 }
 
-impl Publish for KafkaPublisher {
-    async fn publish(&self, record: WebhookRecord) -> Result<(), PublishError> {
-        let offset = record.control_offset.to_string();
-        let mut kafka_headers = OwnedHeaders::new_with_capacity(7)
-            .insert(header(headers::DELIVERY_ID, &record.delivery_id))
-            .insert(header(headers::EVENT_KEY, &record.event_key))
-            .insert(header(
-                headers::INTEGRATION_ID,
-                &record.verified.integration_id,
-            ))
-            .insert(header(
-                headers::INTEGRATION_NAME,
-                &record.verified.integration_name,
-            ))
-            .insert(header(headers::RECEIVED_AT, &record.received_at))
-            .insert(header(headers::CONTROL_OFFSET, &offset));
-        if let Some(traceparent) = &record.traceparent {
-            kafka_headers = kafka_headers.insert(header(headers::TRACEPARENT, traceparent));
-        }
-        let delivery = self
-            .producer
-            .send_result(
-                FutureRecord::to(&self.topic)
-                    .key(&record.key)
-                    .payload(record.verified.body.as_ref())
-                    .headers(kafka_headers),
-            )
-            .map_err(|(err, _)| match err {
-                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
-                    PublishError::QueueFull
-                }
-                other => PublishError::Broker(other),
-            })?;
-        match tokio::time::timeout(self.timeout, delivery).await {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err((err, _)))) => Err(PublishError::Broker(err)),
-            Ok(Err(_canceled)) => Err(PublishError::Broker(KafkaError::Canceled)),
-            Err(_) => Err(PublishError::Timeout),
-        }
+impl WebhookRecord {
+    /// The record on `topic`: the raw body, byte for byte, keyed for per-repository order, with
+    /// the metadata headers of DESIGN §3.
+    pub fn output(&self, topic: &str) -> Output {
+        let output = Output {
+            topic: topic.to_owned(),
+            key: self.key.as_bytes().to_vec(),
+            payload: self.verified.body.clone(),
+            headers: Vec::with_capacity(7),
+        };
+        output
+            .header(headers::DELIVERY_ID, &self.delivery_id)
+            .header(headers::EVENT_KEY, &self.event_key)
+            .header(headers::INTEGRATION_ID, &self.verified.integration_id)
+            .header(headers::INTEGRATION_NAME, &self.verified.integration_name)
+            .header(headers::RECEIVED_AT, &self.received_at)
+            .header(headers::CONTROL_OFFSET, self.control_offset.to_string())
+            .trace(self.traceparent.as_deref())
     }
 }
 
-fn header<'a>(key: &'a str, value: &'a String) -> Header<'a, &'a String> {
-    Header {
-        key,
-        value: Some(value),
+impl Publish for KafkaPublisher {
+    async fn publish(&self, record: WebhookRecord) -> Result<(), PublishError> {
+        self.outputs
+            .send(&record.output(&self.topic), self.timeout)
+            .await
+            .map(|_offset| ())
     }
 }

@@ -3,10 +3,10 @@
 //! construction.
 
 use bytes::Bytes;
+use inlet_bitbucket::signature::{self, SignatureError};
+use inlet_control::crypto::{CryptoError, SecretsKey};
+use inlet_control::registry::Registry;
 use inlet_core::clock::is_future;
-use inlet_core::crypto::{CryptoError, SecretsKey};
-use inlet_core::registry::Registry;
-use inlet_core::signature::{self, SignatureError};
 
 /// A webhook request whose body has been read but not authenticated.
 #[derive(Debug)]

@@ -2,11 +2,12 @@
 //! because stacks are found through the (integration, repository) index, never by a scan.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use inlet_core::bitbucket::parse_refs_changed;
-use inlet_core::control::ControlCommand;
-use inlet_core::registry::Registry;
-use inlet_core::testing;
-use inlet_router::route::{Delivery, route_push};
+use inlet_bitbucket::parse_refs_changed;
+use inlet_control::commands::ControlCommand;
+use inlet_control::registry::Registry;
+use inlet_control::testing;
+use inlet_core::records::Delivery;
+use inlet_router::route::route_push;
 
 /// `stacks` stacks spread 10 per repository.
 fn registry(stacks: usize) -> Registry {

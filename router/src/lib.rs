@@ -2,15 +2,19 @@
 //!
 //! # Layout
 //!
-//! - [`run`] consumes `inlet.webhooks` through the shared at-least-once loop
-//!   ([`inlet_core::pipeline`]);
-//! - the handler reads the delivery's headers, waits until this process's control fold has reached
-//!   the offset ingest had applied (so a stack created before the push is always seen), drops a
-//!   delivery id it routed within the last hour (unless marked as a redelivery), parses the event
-//!   and calls the rules in [`route`];
-//! - each resulting `StackTrigger` goes to `inlet.triggers`, keyed by stack id, and one
-//!   `DeliveryEvent` saying what was routed or ignored, and why, to `inlet.deliveries`;
-//! - an unreadable record goes to `inlet.dlq` and the partition moves on.
+//! [`run`] consumes `inlet.webhooks` through the shared at-least-once loop
+//! ([`inlet_core::pipeline`]); for each record, in order:
+//! 1. [`delivery_of`]: the delivery's metadata from the record's headers (poison without them);
+//! 2. [`Router::route`]: wait until this process's control fold reached the offset ingest had
+//!    applied (so a stack created before the push is always seen) → drop a delivery id routed
+//!    within the last hour unless it is a redelivery ([`Router::is_duplicate`]) → parse the event
+//!    (an event key inlet does not handle is recorded as ignored) → the trigger rules of
+//!    [`route`];
+//! 3. [`Router::outputs`]: each `StackTrigger` to `inlet.triggers`, keyed by stack id, and one
+//!    `DeliveryEvent` saying what was routed or ignored, and why, to `inlet.deliveries`;
+//! 4. [`telemetry`]: one event per record writes its log line and counters.
+//!
+//! An unreadable record goes to `inlet.dlq` and the partition moves on.
 //!
 //! Delivery guarantee: at-least-once. An input's offset is stored only after all its triggers were
 //! acknowledged; a replay yields the same `trigger_id`s. Ordering: per repository in, per stack out.
@@ -19,38 +23,38 @@
 #![warn(missing_docs)]
 
 pub mod route;
+pub mod telemetry;
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use inlet_bitbucket::{self as bitbucket, Event};
+use inlet_control::StageDeps;
+use inlet_control::control_log::{CONTROL_WAIT, ControlLog};
 use inlet_core::CancellationToken;
-use inlet_core::bitbucket::{self, Event};
 use inlet_core::config::StageConfig;
-use inlet_core::control_log::ControlLog;
 use inlet_core::dedup::SeenWindow;
 use inlet_core::kafka::header;
-use inlet_core::metrics::{RouterMetrics, event_label};
+use inlet_core::metrics::RouterMetrics;
 use inlet_core::pipeline::{self, Handler, Output, Poison};
 use inlet_core::records::{
-    DeliveryEvent, DeliveryOutcome, RecordPosition, Stage, headers, trace_id,
+    Delivery, DeliveryEvent, DeliveryOutcome, RecordPosition, Stage, headers, trace_id,
 };
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use tracing::Instrument;
 
-use crate::route::{Delivery, IgnoredReason, route_pull_request, route_push};
+use crate::route::{IgnoredReason, Routed, route_pull_request, route_push};
+use crate::telemetry::{Routing, RoutingOutcome};
 
-/// How long to wait for the control fold to reach a delivery's control offset before routing with
-/// what it has (only a control topic that lost records could make it wait that long).
-const CONTROL_WAIT: Duration = Duration::from_secs(30);
 /// How long a delivery id is remembered to drop Bitbucket redeliveries of the same request.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(60 * 60);
 /// How many delivery ids are remembered at most.
 const DUPLICATE_CAPACITY: usize = 200_000;
 
 /// What the stage runs with, built by the caller.
-pub use inlet_core::pipeline::StageDeps as Deps;
+pub type Deps = StageDeps;
 
 /// Routes until `shutdown`, then drains in-flight outputs and commits.
 pub async fn run(
@@ -59,13 +63,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
     let handler = Router {
-        metrics: deps.metrics.router.clone(),
-        control: deps.control.clone(),
-        triggers_topic: deps.topics.triggers(),
-        deliveries_topic: deps.topics.deliveries(),
+        metrics: deps.pipeline.metrics.router.clone(),
+        control: deps.control,
+        triggers_topic: deps.pipeline.topics.triggers(),
+        deliveries_topic: deps.pipeline.topics.deliveries(),
         seen: Mutex::new(SeenWindow::new(DUPLICATE_WINDOW, DUPLICATE_CAPACITY)),
     };
-    pipeline::run(deps, handler, config.max_in_flight, shutdown).await?;
+    pipeline::run(deps.pipeline, handler, config.max_in_flight, shutdown).await?;
     tracing::info!("router stopped");
     Ok(())
 }
@@ -79,18 +83,14 @@ struct Router {
 }
 
 impl Handler for Router {
-    fn stage(&self) -> &'static str {
-        "router"
+    fn stage(&self) -> Stage {
+        Stage::Router
     }
 
     async fn handle(&self, message: &OwnedMessage) -> Result<Vec<Output>, Poison> {
-        let (partition, offset) = (message.partition(), message.offset());
+        let started = Instant::now();
         let Some(delivery) = delivery_of(message) else {
-            self.metrics.dead_letters.inc();
-            self.metrics
-                .events
-                .with_label_values(&["none", "dead_lettered"])
-                .inc();
+            Routing::unreadable().emit(&self.metrics, started);
             return Err(Poison {
                 reason: "webhook record without inlet headers".to_owned(),
                 outputs: Vec::new(),
@@ -101,74 +101,66 @@ impl Handler for Router {
             delivery_id = %delivery.delivery_id,
             integration = %delivery.integration,
             trace_id = header(message, headers::TRACEPARENT).and_then(trace_id).unwrap_or_default(),
-            partition,
-            offset
+            partition = message.partition(),
+            offset = message.offset(),
         );
-        let started = Instant::now();
-        let event = event_label(Some(&delivery.event_key));
-        let result = self.route(message, delivery).instrument(span).await;
-        let outcome = match &result {
-            Err(_) => {
-                self.metrics.dead_letters.inc();
-                "dead_lettered"
-            }
-            Ok((outcome, outputs)) => {
-                let triggers = outputs
-                    .iter()
-                    .filter(|o| o.topic == self.triggers_topic)
-                    .count();
-                self.metrics.triggers.inc_by(triggers as u64);
-                match outcome {
-                    DeliveryOutcome::Duplicate => "duplicate",
-                    DeliveryOutcome::Routed => "routed",
-                    _ => "ignored",
-                }
-            }
-        };
-        self.metrics
-            .events
-            .with_label_values(&[event, outcome])
-            .inc();
-        self.metrics
-            .processing_seconds
-            .observe(started.elapsed().as_secs_f64());
-        result.map(|(_, outputs)| outputs)
+        async {
+            let mut routing = Routing::new(&delivery.event_key);
+            let result = self.route(message, &delivery, &mut routing).await;
+            routing.emit(&self.metrics, started);
+            result
+        }
+        .instrument(span)
+        .await
     }
 }
 
 impl Router {
-    /// Routes one delivery: the outcome recorded for it, and its outputs.
+    /// Routes one delivery: its outputs, or why it is poison.
     async fn route(
         &self,
         message: &OwnedMessage,
-        delivery: Delivery,
-    ) -> Result<(DeliveryOutcome, Vec<Output>), Poison> {
-        if tokio::time::timeout(
-            CONTROL_WAIT,
-            self.control.wait_applied(delivery.control_offset),
-        )
-        .await
-        .is_err()
-        {
-            tracing::warn!(
-                wanted = delivery.control_offset,
-                applied = self.control.applied_offset(),
-                "control log behind the delivery; routing with the state at hand"
-            );
+        delivery: &Delivery,
+        routing: &mut Routing,
+    ) -> Result<Vec<Output>, Poison> {
+        self.control
+            .wait_for(delivery.control_offset, CONTROL_WAIT)
+            .await;
+        let mut record = delivery_event(message, delivery);
+        if self.is_duplicate(message, delivery) {
+            routing.outcome = RoutingOutcome::Duplicate;
+            record.outcome = DeliveryOutcome::Duplicate;
+            record.reasons = vec!["duplicate_delivery".to_owned()];
+            return Ok(vec![self.delivery_output(&record)]);
         }
-        let mut record = DeliveryEvent::new(
-            &delivery.delivery_id,
-            &delivery.integration,
-            Stage::Router,
-            DeliveryOutcome::Routed,
-        );
-        record.event_key = Some(delivery.event_key.clone());
-        record.received_at = Some(delivery.received_at.clone());
-        record.webhook = Some(RecordPosition {
-            partition: message.partition(),
-            offset: message.offset(),
-        });
+        let event =
+            match bitbucket::parse(&delivery.event_key, message.payload().unwrap_or_default()) {
+                Ok(Some(event)) => event,
+                Ok(None) => {
+                    routing.outcome = RoutingOutcome::Ignored;
+                    routing
+                        .ignored
+                        .push((delivery.event_key.clone(), IgnoredReason::EventNotHandled));
+                    record.outcome = DeliveryOutcome::Ignored;
+                    record.reasons = vec![IgnoredReason::EventNotHandled.as_str().to_owned()];
+                    return Ok(vec![self.delivery_output(&record)]);
+                }
+                Err(err) => {
+                    routing.outcome = RoutingOutcome::DeadLettered;
+                    record.outcome = DeliveryOutcome::DeadLettered;
+                    record.reasons = vec!["unreadable_payload".to_owned()];
+                    return Err(Poison {
+                        reason: format!("unreadable {} payload: {err}", delivery.event_key),
+                        outputs: vec![self.delivery_output(&record)],
+                    });
+                }
+            };
+        let routed = self.apply_rules(delivery, &event);
+        Ok(self.outputs(message, routed, record, routing))
+    }
 
+    /// Whether this delivery id was routed within the window and is not a redelivery.
+    fn is_duplicate(&self, message: &OwnedMessage, delivery: &Delivery) -> bool {
         let redelivery = header(message, headers::REDELIVERY).is_some();
         let key = format!("{}/{}", delivery.integration, delivery.delivery_id);
         let first = self
@@ -176,46 +168,28 @@ impl Router {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .first_time(&key, Instant::now());
-        if !first && !redelivery {
-            tracing::info!(reason = "duplicate", "delivery already routed; dropped");
-            record.outcome = DeliveryOutcome::Duplicate;
-            record.reasons = vec!["duplicate_delivery".to_owned()];
-            return Ok((record.outcome, vec![self.delivery_output(&record)]));
-        }
+        !first && !redelivery
+    }
 
-        let event = match bitbucket::parse(
-            &delivery.event_key,
-            message.payload().unwrap_or_default(),
-        ) {
-            Ok(Some(event)) => event,
-            Ok(None) => {
-                record.outcome = DeliveryOutcome::Ignored;
-                record.reasons = vec![IgnoredReason::EventNotHandled.as_str().to_owned()];
-                tracing::info!(event_key = %delivery.event_key, reason = "event_not_handled", "ignored");
-                return Ok((record.outcome, vec![self.delivery_output(&record)]));
+    /// The trigger rules of DESIGN §5 over the current registry.
+    fn apply_rules(&self, delivery: &Delivery, event: &Event) -> Routed {
+        let registry = self.control.read();
+        match event {
+            Event::Push(push) => route_push(&registry, delivery, push),
+            Event::PullRequest(action, event) => {
+                route_pull_request(&registry, delivery, *action, event)
             }
-            Err(err) => {
-                record.outcome = DeliveryOutcome::DeadLettered;
-                record.reasons = vec!["unreadable_payload".to_owned()];
-                return Err(Poison {
-                    reason: format!("unreadable {} payload: {err}", delivery.event_key),
-                    outputs: vec![self.delivery_output(&record)],
-                });
-            }
-        };
-        let routed = {
-            let registry = self.control.read();
-            match &event {
-                Event::Push(push) => route_push(&registry, &delivery, push),
-                Event::PullRequest(action, event) => {
-                    route_pull_request(&registry, &delivery, *action, event)
-                }
-            }
-        };
-        for (reference, reason) in &routed.ignored {
-            tracing::info!(%reference, reason = reason.as_str(), "ignored");
         }
-        tracing::debug!(triggers = routed.triggers.len(), "routed");
+    }
+
+    /// One record per trigger, and the delivery event that says what was routed or ignored.
+    fn outputs(
+        &self,
+        message: &OwnedMessage,
+        routed: Routed,
+        mut record: DeliveryEvent,
+        routing: &mut Routing,
+    ) -> Vec<Output> {
         record.reasons = routed
             .ignored
             .iter()
@@ -223,35 +197,19 @@ impl Router {
             .collect();
         if routed.triggers.is_empty() {
             record.outcome = DeliveryOutcome::Ignored;
+            routing.outcome = RoutingOutcome::Ignored;
         }
         record.stacks = routed.triggers.iter().map(|t| t.stack_id.clone()).collect();
-
-        let traceparent = header(message, headers::TRACEPARENT).map(str::to_owned);
+        routing.triggers = routed.triggers.len();
+        routing.ignored = routed.ignored;
+        let traceparent = header(message, headers::TRACEPARENT);
         let mut outputs: Vec<Output> = routed
             .triggers
-            .into_iter()
-            .filter_map(|trigger| {
-                let payload = serde_json::to_vec(&trigger).ok()?;
-                let mut record_headers = OwnedHeaders::new().insert(Header {
-                    key: headers::DELIVERY_ID,
-                    value: Some(&trigger.trigger.delivery_id),
-                });
-                if let Some(traceparent) = &traceparent {
-                    record_headers = record_headers.insert(Header {
-                        key: headers::TRACEPARENT,
-                        value: Some(traceparent),
-                    });
-                }
-                Some(Output {
-                    topic: self.triggers_topic.clone(),
-                    key: trigger.stack_id,
-                    payload,
-                    headers: Some(record_headers),
-                })
-            })
+            .iter()
+            .map(|trigger| trigger.output(&self.triggers_topic, traceparent))
             .collect();
         outputs.push(self.delivery_output(&record));
-        Ok((record.outcome, outputs))
+        outputs
     }
 
     fn delivery_output(&self, record: &DeliveryEvent) -> Output {
@@ -259,6 +217,7 @@ impl Router {
     }
 }
 
+/// The delivery's metadata from the webhook record's headers.
 fn delivery_of(message: &OwnedMessage) -> Option<Delivery> {
     Some(Delivery {
         delivery_id: header(message, headers::DELIVERY_ID)?.to_owned(),
@@ -269,4 +228,21 @@ fn delivery_of(message: &OwnedMessage) -> Option<Delivery> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0),
     })
+}
+
+/// The router's delivery event for `delivery`, routed until the rules say otherwise.
+fn delivery_event(message: &OwnedMessage, delivery: &Delivery) -> DeliveryEvent {
+    let mut record = DeliveryEvent::new(
+        &delivery.delivery_id,
+        &delivery.integration,
+        Stage::Router,
+        DeliveryOutcome::Routed,
+    );
+    record.event_key = Some(delivery.event_key.clone());
+    record.received_at = Some(delivery.received_at.clone());
+    record.webhook = Some(RecordPosition {
+        partition: message.partition(),
+        offset: message.offset(),
+    });
+    record
 }

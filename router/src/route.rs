@@ -1,26 +1,9 @@
 //! The trigger rules (DESIGN §5), as pure functions of an event and the registry.
 
-use inlet_core::bitbucket::{ChangeKind, PullRequestAction, PullRequestEvent, RefsChanged};
-use inlet_core::domain::Stack;
-use inlet_core::records::{
-    Commit, RunType, StackTrigger, TRIGGER_SCHEMA, TriggerKind, TriggerSource, derive_id,
-};
-use inlet_core::registry::Registry;
-
-/// Facts about the delivery that travel with every trigger.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// Bitbucket's `X-Request-Id`.
-    pub delivery_id: String,
-    /// Bitbucket's `X-Event-Key`.
-    pub event_key: String,
-    /// The integration name the webhook arrived under.
-    pub integration: String,
-    /// When ingest received it.
-    pub received_at: String,
-    /// The control offset ingest had applied.
-    pub control_offset: i64,
-}
+use inlet_bitbucket::{ChangeKind, PullRequestAction, PullRequestEvent, RefsChanged};
+use inlet_control::domain::Stack;
+use inlet_control::registry::Registry;
+use inlet_core::records::{Cause, Commit, Delivery, RunType, StackTrigger, TriggerKind};
 
 /// Why part of an event produced no trigger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,35 +94,22 @@ pub fn route_push(registry: &Registry, delivery: &Delivery, push: &RefsChanged) 
             } else {
                 RunType::Proposed
             };
-            routed.triggers.push(StackTrigger {
-                schema: TRIGGER_SCHEMA.to_owned(),
-                trigger_id: derive_id(
-                    "trg",
-                    &[
-                        &delivery.delivery_id,
-                        &stack.id,
-                        &reference.id,
-                        &change.to_hash,
-                    ],
-                ),
-                stack_id: stack.id.clone(),
-                integration: delivery.integration.clone(),
+            routed.triggers.push(StackTrigger::new(
+                delivery,
+                &stack.id,
                 run_type,
-                commit: Commit {
+                Commit {
                     sha: change.to_hash.clone(),
                     branch: branch.clone(),
                     repository: repository.clone(),
                 },
-                trigger: TriggerSource {
+                Cause {
                     kind: TriggerKind::Push,
-                    delivery_id: delivery.delivery_id.clone(),
-                    event_key: delivery.event_key.clone(),
                     pull_request_id: None,
                     actor: actor.clone(),
                 },
-                received_at: delivery.received_at.clone(),
-                control_offset: delivery.control_offset,
-            });
+                &[&reference.id, &change.to_hash],
+            ));
         }
         if routed.triggers.len() == before {
             routed
@@ -175,36 +145,9 @@ pub fn route_pull_request(
         triggers: Vec::new(),
         ignored: vec![(reference.clone(), reason)],
     };
-    let (kind, named, salt) = match action {
-        PullRequestAction::Opened | PullRequestAction::SourceUpdated => {
-            (TriggerKind::PullRequest, Vec::new(), String::new())
-        }
-        PullRequestAction::Modified => match &event.previous_target {
-            Some(previous) if previous.branch() != target => {
-                (TriggerKind::PullRequest, Vec::new(), String::new())
-            }
-            _ => return ignore(IgnoredReason::TargetUnchanged),
-        },
-        PullRequestAction::Approved
-        | PullRequestAction::Unapproved
-        | PullRequestAction::ChangesRequested
-        | PullRequestAction::Merged => return ignore(IgnoredReason::EventNotTriggering),
-        PullRequestAction::CommentAdded => {
-            let Some(comment) = &event.comment else {
-                return ignore(IgnoredReason::CommentNotCommand);
-            };
-            let Some(rest) = comment.text.trim_start().strip_prefix(PREVIEW_COMMAND) else {
-                return ignore(IgnoredReason::CommentNotCommand);
-            };
-            // `/inlet previewer` is not the command.
-            if rest.starts_with(|c: char| !c.is_whitespace()) {
-                return ignore(IgnoredReason::CommentNotCommand);
-            }
-            let first_line = rest.lines().next().unwrap_or_default();
-            let named: Vec<String> = first_line.split_whitespace().map(str::to_owned).collect();
-            let salt = comment.id.map(|id| id.to_string()).unwrap_or_default();
-            (TriggerKind::Comment, named, salt)
-        }
+    let (kind, named, salt) = match intent(action, event, &target) {
+        Ok(intent) => intent,
+        Err(reason) => return ignore(reason),
     };
     let repository = pr.to_ref.repository.full_name();
     let matches = |stack: &Stack| {
@@ -219,35 +162,23 @@ pub fn route_pull_request(
     let triggers: Vec<StackTrigger> = registry
         .stacks_on_repository(&delivery.integration, &repository)
         .filter(|stack| matches(stack))
-        .map(|stack| StackTrigger {
-            schema: TRIGGER_SCHEMA.to_owned(),
-            trigger_id: derive_id(
-                "trg",
-                &[
-                    &delivery.delivery_id,
-                    &stack.id,
-                    &reference,
-                    &source.latest_commit,
-                    &salt,
-                ],
-            ),
-            stack_id: stack.id.clone(),
-            integration: delivery.integration.clone(),
-            run_type: RunType::Proposed,
-            commit: Commit {
-                sha: source.latest_commit.clone(),
-                branch: source.branch(),
-                repository: source.repository.full_name(),
-            },
-            trigger: TriggerSource {
-                kind,
-                delivery_id: delivery.delivery_id.clone(),
-                event_key: delivery.event_key.clone(),
-                pull_request_id: Some(pr.id),
-                actor: actor.clone(),
-            },
-            received_at: delivery.received_at.clone(),
-            control_offset: delivery.control_offset,
+        .map(|stack| {
+            StackTrigger::new(
+                delivery,
+                &stack.id,
+                RunType::Proposed,
+                Commit {
+                    sha: source.latest_commit.clone(),
+                    branch: source.branch(),
+                    repository: source.repository.full_name(),
+                },
+                Cause {
+                    kind,
+                    pull_request_id: Some(pr.id),
+                    actor: actor.clone(),
+                },
+                &[&reference, &source.latest_commit, &salt],
+            )
         })
         .collect();
     if triggers.is_empty() {
@@ -259,12 +190,56 @@ pub fn route_pull_request(
     }
 }
 
+/// What a pull-request event asks for: the trigger kind, the stacks named by an `/inlet preview`
+/// command (empty: those tracking the target), and what makes a comment's trigger unique; or why
+/// it asks for nothing.
+fn intent(
+    action: PullRequestAction,
+    event: &PullRequestEvent,
+    target: &str,
+) -> Result<(TriggerKind, Vec<String>, String), IgnoredReason> {
+    match action {
+        PullRequestAction::Opened | PullRequestAction::SourceUpdated => {
+            Ok((TriggerKind::PullRequest, Vec::new(), String::new()))
+        }
+        PullRequestAction::Modified => match &event.previous_target {
+            Some(previous) if previous.branch() != target => {
+                Ok((TriggerKind::PullRequest, Vec::new(), String::new()))
+            }
+            _ => Err(IgnoredReason::TargetUnchanged),
+        },
+        PullRequestAction::Approved
+        | PullRequestAction::Unapproved
+        | PullRequestAction::ChangesRequested
+        | PullRequestAction::Merged => Err(IgnoredReason::EventNotTriggering),
+        PullRequestAction::CommentAdded => {
+            let comment = event
+                .comment
+                .as_ref()
+                .ok_or(IgnoredReason::CommentNotCommand)?;
+            let rest = comment
+                .text
+                .trim_start()
+                .strip_prefix(PREVIEW_COMMAND)
+                .ok_or(IgnoredReason::CommentNotCommand)?;
+            // `/inlet previewer` is not the command.
+            if rest.starts_with(|c: char| !c.is_whitespace()) {
+                return Err(IgnoredReason::CommentNotCommand);
+            }
+            let first_line = rest.lines().next().unwrap_or_default();
+            let named = first_line.split_whitespace().map(str::to_owned).collect();
+            let salt = comment.id.map(|id| id.to_string()).unwrap_or_default();
+            Ok((TriggerKind::Comment, named, salt))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use inlet_core::bitbucket::parse_refs_changed;
-    use inlet_core::control::ControlCommand;
-    use inlet_core::testing;
+    use inlet_bitbucket::parse_refs_changed;
+    use inlet_control::commands::ControlCommand;
+    use inlet_control::testing;
 
     fn registry() -> Registry {
         let mut commands = vec![ControlCommand::CreateIntegration {
@@ -399,8 +374,8 @@ mod tests {
     fn pull_request(action: PullRequestAction, fixture: &str, key: &str) -> Routed {
         let path = format!("{}/../tests/fixtures/{fixture}", env!("CARGO_MANIFEST_DIR"));
         let body = std::fs::read(path).expect("fixture");
-        let Some(inlet_core::bitbucket::Event::PullRequest(_, event)) =
-            inlet_core::bitbucket::parse(key, &body).expect("parse")
+        let Some(inlet_bitbucket::Event::PullRequest(_, event)) =
+            inlet_bitbucket::parse(key, &body).expect("parse")
         else {
             panic!("not a pull request")
         };

@@ -260,7 +260,7 @@ pub async fn webhook(
     secret: &str,
     body: &[u8],
 ) -> Answer {
-    let signature = inlet_core::signature::sign(&Secret::new(secret), body);
+    let signature = inlet_bitbucket::signature::sign(&Secret::new(secret), body);
     send(
         "POST",
         url,

@@ -1,12 +1,12 @@
 //! The decision for one trigger, from the stack's current state.
 
+use inlet_control::domain::IntegrationStatus;
+use inlet_control::registry::Registry;
 use inlet_core::clock::now_rfc3339;
-use inlet_core::domain::IntegrationStatus;
 use inlet_core::records::{
-    BlockedReason, RUN_SCHEMA, RunDecision, RunStatus, StackTrigger, TriggerKind, derive_id,
-    vcs_run_id,
+    BlockedCode, BlockedReason, RUN_SCHEMA, RunDecision, RunStatus, StackTrigger, TriggerKind,
+    derive_id, vcs_run_id,
 };
-use inlet_core::registry::Registry;
 
 /// Why a trigger produced no decision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub fn decide(registry: &Registry, trigger: &StackTrigger) -> Result<RunDecision
     };
     let blocked_reason = if stack.integration_status == IntegrationStatus::Detached {
         Some(BlockedReason {
-            code: "integration_detached".to_owned(),
+            code: BlockedCode::IntegrationDetached,
             message: format!(
                 "integration `{}` was deleted; attach an available integration to the stack to \
                  run it again",
@@ -41,7 +41,7 @@ pub fn decide(registry: &Registry, trigger: &StackTrigger) -> Result<RunDecision
         })
     } else if stack.disabled {
         Some(BlockedReason {
-            code: "stack_disabled".to_owned(),
+            code: BlockedCode::StackDisabled,
             message: "the stack is disabled".to_owned(),
         })
     } else {
@@ -68,9 +68,9 @@ pub fn decide(registry: &Registry, trigger: &StackTrigger) -> Result<RunDecision
 #[cfg(test)]
 mod tests {
     use super::*;
-    use inlet_core::control::{ControlCommand, StackPatch};
+    use inlet_control::commands::{ControlCommand, StackPatch};
+    use inlet_control::testing::{self, apply};
     use inlet_core::records::{Commit, RunType, TRIGGER_SCHEMA, TriggerSource};
-    use inlet_core::testing::{self, apply};
 
     fn registry() -> Registry {
         testing::registry([
@@ -145,7 +145,7 @@ mod tests {
             let decision = decide(&registry, &trigger(kind, "t1")).expect("decision");
             assert_eq!(decision.status, RunStatus::Blocked);
             assert_eq!(
-                decision.blocked_reason.map(|r| r.code).as_deref(),
+                decision.blocked_reason.map(|r| r.code.as_str()),
                 Some("integration_detached")
             );
         }
@@ -167,7 +167,7 @@ mod tests {
         );
         let decision = decide(&registry, &trigger(TriggerKind::Push, "t1")).expect("decision");
         assert_eq!(
-            decision.blocked_reason.map(|r| r.code).as_deref(),
+            decision.blocked_reason.map(|r| r.code.as_str()),
             Some("stack_disabled")
         );
         apply(

@@ -2,14 +2,17 @@
 //!
 //! # Layout
 //!
-//! - [`run`] consumes `inlet.triggers` through the shared at-least-once loop
-//!   ([`inlet_core::pipeline`]);
-//! - the handler waits until this process's control fold reached the trigger's control offset,
-//!   then [`decide`] looks at the stack's *current* state: `requested`, or `blocked` with a reason;
-//! - a VCS run whose `run_id` this process decided recently (per partition, bounded) is not
-//!   emitted again, so a push and a pull-request update of one commit are one run;
-//! - each `RunDecision` goes to `inlet.runs`, keyed by stack id (the downstream contract), and a
-//!   `DeliveryEvent` to `inlet.deliveries`; an unreadable trigger goes to `inlet.dlq`.
+//! [`run`] consumes `inlet.triggers` through the shared at-least-once loop
+//! ([`inlet_core::pipeline`]); for each record, in order:
+//! 1. the `StackTrigger` is read (unreadable: `inlet.dlq`, and the partition moves on);
+//! 2. [`Worker::decide`]: wait until this process's control fold reached the trigger's control
+//!    offset → [`decide`] looks at the stack's *current* state: `requested`, or `blocked` with a
+//!    reason → [`Worker::already_requested`]: a VCS run whose `run_id` this process requested
+//!    recently (per partition, bounded) is not emitted again, so a push and a pull-request update
+//!    of one commit are one run;
+//! 3. [`Worker::outputs`]: the `RunDecision` to `inlet.runs`, keyed by stack id (the downstream
+//!    contract), and a `DeliveryEvent` to `inlet.deliveries`;
+//! 4. [`telemetry`]: one event per trigger writes its log line and counters.
 //!
 //! Delivery guarantee: at-least-once; a replayed trigger yields the same `run_id`, on which
 //! downstream run schedulers deduplicate. Ordering: per stack.
@@ -18,38 +21,39 @@
 #![warn(missing_docs)]
 
 pub mod decide;
+pub mod telemetry;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use inlet_control::StageDeps;
+use inlet_control::control_log::{CONTROL_WAIT, ControlLog};
 use inlet_core::CancellationToken;
-use inlet_core::clock::parse_rfc3339;
 use inlet_core::config::StageConfig;
-use inlet_core::control_log::ControlLog;
 use inlet_core::dedup::SeenWindow;
 use inlet_core::kafka::header;
 use inlet_core::metrics::WorkersMetrics;
 use inlet_core::pipeline::{self, Handler, Output, Poison};
 use inlet_core::records::{
-    DeliveryEvent, DeliveryOutcome, RunStatus, StackTrigger, Stage, TriggerKind, headers, trace_id,
+    DeliveryEvent, DeliveryOutcome, RunDecision, RunStatus, StackTrigger, Stage, TriggerKind,
+    headers, trace_id,
 };
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use tracing::Instrument;
 
 use crate::decide::{NoDecision, decide};
+use crate::telemetry::Deciding;
 
-/// How long to wait for the control fold to reach a trigger's control offset.
-const CONTROL_WAIT: Duration = Duration::from_secs(30);
 /// How long a decided `run_id` is remembered, per partition.
 const RUN_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 /// How many decided `run_id`s are remembered per partition at most.
 const RUN_CAPACITY: usize = 100_000;
 
 /// What the stage runs with, built by the caller.
-pub use inlet_core::pipeline::StageDeps as Deps;
+pub type Deps = StageDeps;
 
 /// Decides until `shutdown`, then drains in-flight outputs and commits.
 pub async fn run(
@@ -58,13 +62,13 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
     let handler = Worker {
-        metrics: deps.metrics.workers.clone(),
-        control: deps.control.clone(),
-        runs_topic: deps.topics.runs(),
-        deliveries_topic: deps.topics.deliveries(),
+        metrics: deps.pipeline.metrics.workers.clone(),
+        control: deps.control,
+        runs_topic: deps.pipeline.topics.runs(),
+        deliveries_topic: deps.pipeline.topics.deliveries(),
         decided: Mutex::new(HashMap::new()),
     };
-    pipeline::run(deps, handler, config.max_in_flight, shutdown).await?;
+    pipeline::run(deps.pipeline, handler, config.max_in_flight, shutdown).await?;
     tracing::info!("workers stopped");
     Ok(())
 }
@@ -80,156 +84,125 @@ struct Worker {
 }
 
 impl Handler for Worker {
-    fn stage(&self) -> &'static str {
-        "workers"
+    fn stage(&self) -> Stage {
+        Stage::Workers
     }
 
     async fn handle(&self, message: &OwnedMessage) -> Result<Vec<Output>, Poison> {
-        let (partition, offset) = (message.partition(), message.offset());
         let trigger: StackTrigger = serde_json::from_slice(message.payload().unwrap_or_default())
             .map_err(|err| Poison {
             reason: format!("unreadable trigger: {err}"),
             outputs: Vec::new(),
         })?;
-        let traceparent = header(message, headers::TRACEPARENT).map(str::to_owned);
+        let traceparent = header(message, headers::TRACEPARENT);
         let span = tracing::info_span!(
             "decide",
             delivery_id = %trigger.trigger.delivery_id,
             stack_id = %trigger.stack_id,
-            trace_id = traceparent.as_deref().and_then(trace_id).unwrap_or_default(),
-            partition,
-            offset
+            trace_id = traceparent.and_then(trace_id).unwrap_or_default(),
+            partition = message.partition(),
+            offset = message.offset(),
         );
-        Ok(self
-            .decide(partition, trigger, traceparent)
-            .instrument(span)
-            .await)
+        async {
+            let mut deciding = Deciding::default();
+            let outputs = self
+                .decide(message.partition(), &trigger, traceparent, &mut deciding)
+                .await;
+            deciding.emit(&self.metrics, &trigger.received_at);
+            Ok(outputs)
+        }
+        .instrument(span)
+        .await
     }
 }
 
 impl Worker {
+    /// The decision for one trigger and its outputs.
     async fn decide(
         &self,
         partition: i32,
-        trigger: StackTrigger,
-        traceparent: Option<String>,
+        trigger: &StackTrigger,
+        traceparent: Option<&str>,
+        deciding: &mut Deciding,
     ) -> Vec<Output> {
-        if tokio::time::timeout(
-            CONTROL_WAIT,
-            self.control.wait_applied(trigger.control_offset),
-        )
-        .await
-        .is_err()
-        {
-            tracing::warn!(
-                wanted = trigger.control_offset,
-                "control log behind the trigger; deciding with the state at hand"
-            );
-        }
-        let mut record = DeliveryEvent::new(
-            &trigger.trigger.delivery_id,
-            &trigger.integration,
-            Stage::Workers,
-            DeliveryOutcome::Decided,
-        );
-        record.event_key = Some(trigger.trigger.event_key.clone());
-        record.stacks = vec![trigger.stack_id.clone()];
-        record.received_at = Some(trigger.received_at.clone());
-        let decision = match decide(&self.control.read(), &trigger) {
+        self.control
+            .wait_for(trigger.control_offset, CONTROL_WAIT)
+            .await;
+        let mut record = delivery_event(trigger);
+        let decision = match decide(&self.control.read(), trigger) {
             Ok(decision) => decision,
             Err(NoDecision::StackDeleted) => {
-                tracing::info!(reason = "stack_deleted", "no decision");
+                deciding.no_decision = Some(NoDecision::StackDeleted);
                 record.outcome = DeliveryOutcome::NoDecision;
                 record.reasons = vec!["stack_deleted".to_owned()];
-                self.metrics
-                    .decisions
-                    .with_label_values(&["none", "stack_deleted"])
-                    .inc();
                 return vec![self.delivery_output(&record)];
             }
         };
         record.run_id = Some(decision.run_id.clone());
         record.run_type = Some(decision.run_type);
-        // VCS runs are deduplicated on run_id: a push and a pull-request update of the same
-        // commit are one run. Manual and comment runs never are.
-        let deduplicated = matches!(
-            trigger.trigger.kind,
-            TriggerKind::Push | TriggerKind::PullRequest
-        );
-        if deduplicated {
-            let mut decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
-            let window = decided
-                .entry(partition)
-                .or_insert_with(|| SeenWindow::new(RUN_WINDOW, RUN_CAPACITY));
-            let now = Instant::now();
-            if window.contains(&decision.run_id, now) {
-                tracing::info!(run_id = %decision.run_id, "run already requested; not emitted again");
-                self.metrics.duplicate_runs.inc();
-                record.outcome = DeliveryOutcome::DuplicateRun;
-                record.reasons = vec!["run_already_decided".to_owned()];
-                return vec![self.delivery_output(&record)];
-            }
-            // Only requested runs are remembered: a blocked one may be requested later, once the
-            // stack is re-attached or enabled and the webhook redelivered.
-            if decision.status == RunStatus::Requested {
-                window.first_time(&decision.run_id, now);
-            }
+        if self.already_requested(partition, trigger.trigger.kind, &decision) {
+            deciding.duplicate = Some(decision.run_id);
+            record.outcome = DeliveryOutcome::DuplicateRun;
+            record.reasons = vec!["run_already_decided".to_owned()];
+            return vec![self.delivery_output(&record)];
         }
+        self.outputs(decision, record, traceparent, deciding)
+    }
+
+    /// Whether this VCS run was requested recently (a push and a pull-request update of the same
+    /// commit are one run; manual and comment runs never are). Only requested runs are
+    /// remembered: a blocked one may be requested later, once the stack is re-attached or
+    /// enabled and the webhook redelivered.
+    fn already_requested(&self, partition: i32, kind: TriggerKind, decision: &RunDecision) -> bool {
+        if !matches!(kind, TriggerKind::Push | TriggerKind::PullRequest) {
+            return false;
+        }
+        let mut decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+        let window = decided
+            .entry(partition)
+            .or_insert_with(|| SeenWindow::new(RUN_WINDOW, RUN_CAPACITY));
+        let now = Instant::now();
+        if window.contains(&decision.run_id, now) {
+            return true;
+        }
+        if decision.status == RunStatus::Requested {
+            window.first_time(&decision.run_id, now);
+        }
+        false
+    }
+
+    /// The decision on `inlet.runs` and the delivery event that records it.
+    fn outputs(
+        &self,
+        decision: RunDecision,
+        mut record: DeliveryEvent,
+        traceparent: Option<&str>,
+        deciding: &mut Deciding,
+    ) -> Vec<Output> {
         record.status = Some(decision.status);
-        let (status, reason) = match &decision.blocked_reason {
-            Some(reason) => ("blocked", reason.code.as_str()),
-            None => ("requested", "none"),
-        };
-        // Reason codes come from the decide module's fixed set, so the label stays bounded.
-        self.metrics
-            .decisions
-            .with_label_values(&[status, reason])
-            .inc();
-        if let Some(received) = parse_rfc3339(&trigger.received_at) {
-            let age = time::OffsetDateTime::now_utc() - received;
-            self.metrics
-                .end_to_end_seconds
-                .observe(age.as_seconds_f64().max(0.0));
+        if let Some(reason) = &decision.blocked_reason {
+            record.reasons = vec![reason.code.as_str().to_owned()];
         }
-        match decision.status {
-            RunStatus::Requested => {
-                tracing::debug!(run_id = %decision.run_id, run_type = decision.run_type.as_str(), "run requested")
-            }
-            RunStatus::Blocked => {
-                let code = decision
-                    .blocked_reason
-                    .as_ref()
-                    .map(|r| r.code.clone())
-                    .unwrap_or_default();
-                tracing::info!(run_id = %decision.run_id, reason = %code, "run blocked");
-                record.reasons = vec![code];
-            }
-        }
-        let Ok(payload) = serde_json::to_vec(&decision) else {
-            return Vec::new();
-        };
-        let mut record_headers = OwnedHeaders::new().insert(Header {
-            key: headers::DELIVERY_ID,
-            value: Some(&decision.trigger.delivery_id),
-        });
-        if let Some(traceparent) = &traceparent {
-            record_headers = record_headers.insert(Header {
-                key: headers::TRACEPARENT,
-                value: Some(traceparent),
-            });
-        }
-        vec![
-            Output {
-                topic: self.runs_topic.clone(),
-                key: decision.stack_id,
-                payload,
-                headers: Some(record_headers),
-            },
-            self.delivery_output(&record),
-        ]
+        let output = decision.output(&self.runs_topic, traceparent);
+        deciding.decision = Some(decision);
+        vec![output, self.delivery_output(&record)]
     }
 
     fn delivery_output(&self, record: &DeliveryEvent) -> Output {
         Output::delivery_event(&self.deliveries_topic, record)
     }
+}
+
+/// The workers' delivery event for `trigger`, decided until it says otherwise.
+fn delivery_event(trigger: &StackTrigger) -> DeliveryEvent {
+    let mut record = DeliveryEvent::new(
+        &trigger.trigger.delivery_id,
+        &trigger.integration,
+        Stage::Workers,
+        DeliveryOutcome::Decided,
+    );
+    record.event_key = Some(trigger.trigger.event_key.clone());
+    record.stacks = vec![trigger.stack_id.clone()];
+    record.received_at = Some(trigger.received_at.clone());
+    record
 }

@@ -5,19 +5,18 @@
 
 use std::time::Duration;
 
+use crate::access::Principal;
+use crate::domain::{ROOT_SPACE, Role};
 use http::StatusCode;
-use inlet_core::access::Principal;
-use inlet_core::domain::{ROOT_SPACE, Role};
-use inlet_core::records::{DeliveryEvent, DeliveryOutcome, Stage, headers};
+use inlet_core::output::Output;
+use inlet_core::records::{DeliveryEvent, DeliveryOutcome, Stage};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
-use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::views::{DeliveryList, DeliveryStory, DeliverySummary, Page, Redelivered, RunList};
-use super::{Admin, Answer, forbidden};
-use crate::error::{ApiError, json};
+use super::{Admin, Answer, SEND_DEADLINE, forbidden};
+use crate::admin::error::{ApiError, json};
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found("delivery_not_found", format!("no delivery `{id}` is known"))
@@ -160,41 +159,16 @@ impl Admin {
                 "the stored webhook is no longer retained on the topic",
             ));
         }
-        let mut republished = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            for header in original.iter() {
-                if header.key == headers::REDELIVERY || header.key == headers::CONTROL_OFFSET {
-                    continue;
-                }
-                republished = republished.insert(Header {
-                    key: header.key,
-                    value: header.value,
-                });
-            }
-        }
-        let offset = self.control.applied_offset().to_string();
-        republished = republished
-            .insert(Header {
-                key: headers::REDELIVERY,
-                value: Some("true"),
-            })
-            .insert(Header {
-                key: headers::CONTROL_OFFSET,
-                value: Some(&offset),
-            });
-        let key = message.key().unwrap_or_default().to_vec();
-        let payload = message.payload().unwrap_or_default().to_vec();
+        let republished = Output::republished_webhook(
+            &self.deps.webhooks_topic,
+            &message.detach(),
+            self.control.applied_offset(),
+        );
         self.deps
-            .producer
-            .send(
-                FutureRecord::to(&self.deps.webhooks_topic)
-                    .key(&key)
-                    .payload(&payload)
-                    .headers(republished),
-                Duration::from_secs(5),
-            )
+            .outputs
+            .send(&republished, SEND_DEADLINE)
             .await
-            .map_err(|(err, _)| unavailable(err.to_string()))?;
+            .map_err(|err| unavailable(err.to_string()))?;
         let mut event = DeliveryEvent::new(
             id,
             &integration,
@@ -202,14 +176,13 @@ impl Admin {
             DeliveryOutcome::Redelivered,
         );
         event.reasons = vec![format!("requested by {}", principal.actor())];
+        // The webhook is re-published; a lost story line is not worth failing the request for.
         let _ = self
             .deps
-            .producer
+            .outputs
             .send(
-                FutureRecord::to(&self.deps.deliveries_topic)
-                    .key(id)
-                    .payload(&serde_json::to_vec(&event).unwrap_or_default()),
-                Duration::from_secs(5),
+                &Output::delivery_event(&self.deps.deliveries_topic, &event),
+                SEND_DEADLINE,
             )
             .await;
         tracing::info!(delivery_id = %id, actor = principal.actor(), "webhook redelivered");

@@ -1,7 +1,7 @@
 //! Request and response bodies of the admin API. Their JSON Schemas (derived here) are what the
 //! OpenAPI document publishes, so documentation and behaviour come from the same types.
 
-use inlet_core::domain::{ApiKey, Integration, IntegrationStatus, PROVIDER, Role, Space, Stack};
+use crate::domain::{ApiKey, Integration, IntegrationStatus, PROVIDER, Role, Space, Stack};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -1,13 +1,13 @@
 //! `/spaces`: the tree that access and integration availability follow.
 
+use crate::access::Principal;
+use crate::commands::{ControlCommand, SpacePatch};
+use crate::domain::{ROOT_SPACE, Role, Space};
 use http::StatusCode;
-use inlet_core::access::Principal;
-use inlet_core::control::{ControlCommand, SpacePatch};
-use inlet_core::domain::{ROOT_SPACE, Role, Space};
 
 use super::views::{CreateSpace, SpaceList, SpaceView, UpdateSpace};
 use super::{Admin, Answer, Named, generate_id, require};
-use crate::error::{ApiError, empty, json};
+use crate::admin::error::{ApiError, empty, json};
 
 impl Admin {
     pub(super) fn list_spaces(&self, principal: &Principal) -> Answer {

@@ -119,7 +119,7 @@ fn ancestors<'a>(registry: &'a Registry, space_id: &'a str) -> Vec<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::{CONTROL_SCHEMA, ControlCommand, ControlRecord};
+    use crate::commands::{CONTROL_SCHEMA, ControlCommand, ControlRecord};
     use crate::domain::Space;
 
     /// root ─ parent ─ child (inherits)

@@ -12,19 +12,19 @@ use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureRecord, Producer as _};
+use rdkafka::producer::Producer as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::util::Timeout;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::now_rfc3339;
-use crate::control::{CONTROL_SCHEMA, ControlCommand, ControlRecord};
+use crate::commands::{CONTROL_SCHEMA, ControlCommand, ControlRecord};
 use crate::fold::Outcome;
-use crate::kafka::{Kafka, Producer, SetupError};
-use crate::metrics::ControlMetrics;
 use crate::registry::Registry;
-use crate::secret::Secret;
+use inlet_core::clock::now_rfc3339;
+use inlet_core::kafka::{Kafka, Producer, SetupError};
+use inlet_core::metrics::ControlMetrics;
+use inlet_core::output::{Output, Outputs};
+use inlet_core::secret::Secret;
 
 /// How long append waits for the broker and then for the fold.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,7 +52,8 @@ struct Shared {
     applied: watch::Sender<i64>,
     origin: String,
     topic: String,
-    producer: Producer,
+    /// `None` for an in-memory log ([`ControlLog::in_memory`]).
+    producer: Option<Producer>,
     metrics: ControlMetrics,
 }
 
@@ -106,7 +107,7 @@ impl ControlLog {
             applied,
             origin: Secret::generate(8).expose().to_owned(),
             topic,
-            producer,
+            producer: Some(producer),
             metrics,
         });
         shared.metrics.end_offset.set(end);
@@ -114,6 +115,7 @@ impl ControlLog {
             shared: shared.clone(),
         };
         let task = tokio::spawn(follow(consumer, shared, shutdown.clone()));
+        tokio::spawn(refresh_end_offset(log.clone(), shutdown.clone()));
         tokio::select! {
             _ = log.wait_applied(end) => {}
             _ = shutdown.cancelled() => {}
@@ -127,6 +129,23 @@ impl ControlLog {
             "control log caught up"
         );
         Ok((log, task))
+    }
+
+    /// A log that holds `registry` and is connected to no broker: for in-process tests of the
+    /// services that read the registry. Appends fail; `sync` has nothing to catch up with.
+    pub fn in_memory(registry: Registry, metrics: ControlMetrics) -> ControlLog {
+        let (applied, _) = watch::channel(0);
+        ControlLog {
+            shared: Arc::new(Shared {
+                registry: RwLock::new(registry),
+                outcomes: Mutex::new(BTreeMap::new()),
+                applied,
+                origin: "in-memory".to_owned(),
+                topic: String::new(),
+                producer: None,
+                metrics,
+            }),
+        }
     }
 
     /// A read view of the registry. Hold it briefly and never across an `.await`.
@@ -155,7 +174,9 @@ impl ControlLog {
     /// Called before serving an admin request, it makes replicas behind a load balancer consistent:
     /// a change acknowledged by one is seen by the next request to any other.
     pub async fn sync(&self) -> Result<(), ControlError> {
-        let producer = self.shared.producer.clone();
+        let Some(producer) = self.shared.producer.clone() else {
+            return Ok(());
+        };
         let topic = self.shared.topic.clone();
         let end = tokio::task::spawn_blocking(move || {
             producer
@@ -175,12 +196,32 @@ impl ControlLog {
     /// Reads the log's end offset from the broker and records it in `inlet_control_end_offset`.
     /// Blocks inside librdkafka: call it from the blocking pool.
     pub fn refresh_end_offset_blocking(&self) {
-        if let Ok((_, end)) = self.shared.producer.client().fetch_watermarks(
-            &self.shared.topic,
-            0,
-            Duration::from_secs(2),
-        ) {
+        let Some(producer) = &self.shared.producer else {
+            return;
+        };
+        if let Ok((_, end)) =
+            producer
+                .client()
+                .fetch_watermarks(&self.shared.topic, 0, Duration::from_secs(2))
+        {
             self.shared.metrics.end_offset.set(end);
+        }
+    }
+
+    /// Waits at most `timeout` for the fold to reach `offset` (the control offset a webhook or a
+    /// trigger was stamped with), so a stack created before a push is always seen. Past it the
+    /// caller goes on with the state at hand; only a control topic that lost records can make it
+    /// wait that long, and the warning says so.
+    pub async fn wait_for(&self, offset: i64, timeout: Duration) {
+        if tokio::time::timeout(timeout, self.wait_applied(offset))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                wanted = offset,
+                applied = self.applied_offset(),
+                "control log behind the record; going on with the state at hand"
+            );
         }
     }
 
@@ -199,23 +240,16 @@ impl ControlLog {
             actor: actor.to_owned(),
             command,
         };
-        let key = record.command.entity_key();
-        let payload = serde_json::to_vec(&record)
-            .map_err(|err| ControlError::Unavailable(err.to_string()))?;
-        let delivery = self
-            .shared
-            .producer
-            .send(
-                FutureRecord::to(&self.shared.topic)
-                    .key(&key)
-                    .payload(&payload),
-                Timeout::After(APPEND_TIMEOUT),
-            )
-            .await;
-        let offset = match delivery {
-            Ok(delivery) => delivery.offset,
-            Err((err, _)) => return Err(ControlError::Unavailable(err.to_string())),
+        let Some(producer) = &self.shared.producer else {
+            return Err(ControlError::Unavailable(
+                "an in-memory control log takes no commands".to_owned(),
+            ));
         };
+        let output = Output::json(&self.shared.topic, &record.command.entity_key(), &record);
+        let offset = Outputs::new(producer.clone())
+            .send(&output, APPEND_TIMEOUT)
+            .await
+            .map_err(|err| ControlError::Unavailable(err.to_string()))?;
         tokio::time::timeout(APPEND_TIMEOUT, self.wait_applied(offset + 1))
             .await
             .map_err(|_| ControlError::FoldTimeout)?;
@@ -315,5 +349,37 @@ async fn follow(consumer: StreamConsumer, shared: Arc<Shared>, shutdown: Cancell
         }
         shared.metrics.applied_offset.set(offset + 1);
         shared.applied.send_replace(offset + 1);
+    }
+}
+
+/// How long a stage waits for its fold to reach a record's control offset before going on with
+/// the state at hand (only a control topic that lost records can make it wait that long).
+pub const CONTROL_WAIT: Duration = Duration::from_secs(30);
+
+/// How often `inlet_control_end_offset` is refreshed in the background.
+const END_OFFSET_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Keeps `inlet_control_end_offset` current in every process, not only on admin requests, so
+/// "how far behind is this process's fold" is always answerable.
+async fn refresh_end_offset(log: ControlLog, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(END_OFFSET_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                let log = log.clone();
+                // Metadata calls block inside librdkafka.
+                let _ = tokio::task::spawn_blocking(move || log.refresh_end_offset_blocking()).await;
+            }
+        }
+    }
+}
+
+/// Ready: the broker answers and this process has folded the whole control log.
+impl inlet_core::ops::Readiness for ControlLog {
+    async fn check(&self) -> Result<serde_json::Value, String> {
+        self.sync().await.map_err(|err| err.to_string())?;
+        Ok(serde_json::json!({"control_offset": self.applied_offset()}))
     }
 }

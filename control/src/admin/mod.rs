@@ -2,7 +2,7 @@
 //!
 //! Reads come from this process's registry; writes append a command to `inlet.control` and answer
 //! once this process's fold applied it, with the fold's verdict. Every request is authenticated
-//! (the bootstrap key or an API key) and authorised against the space tree ([`inlet_core::access`]):
+//! (the bootstrap key or an API key) and authorised against the space tree ([`crate::access`]):
 //! a resource the caller may not read answers 404, one it may read but not change answers 403.
 //!
 //! One file per resource: [`spaces`], [`integrations`], [`stacks`] (with manual runs), [`keys`];
@@ -10,6 +10,7 @@
 //! generated from it.
 
 mod deliveries;
+pub mod error;
 mod integrations;
 mod keys;
 pub mod openapi;
@@ -20,26 +21,27 @@ pub mod views;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::Principal;
+use crate::commands::ControlCommand;
+use crate::control_log::{ControlError, ControlLog};
+use crate::crypto::SecretsKey;
+use crate::domain::{ROOT_SPACE, Role};
+use crate::registry::Registry;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
-use inlet_core::access::Principal;
-use inlet_core::control::ControlCommand;
-use inlet_core::control_log::{ControlError, ControlLog};
-use inlet_core::crypto::SecretsKey;
-use inlet_core::domain::{ROOT_SPACE, Role};
 use inlet_core::metrics::Metrics;
-use inlet_core::registry::Registry;
 use inlet_core::secret::Secret;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::admin::error::{ApiError, json};
 use crate::deliveries::DeliveryLog;
-use crate::error::{ApiError, json};
-use crate::listener::Service;
 use inlet_core::kafka::Kafka;
+use inlet_core::listener::Service;
+use inlet_core::ops::Ops;
 
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -55,8 +57,8 @@ pub struct AdminDeps {
     pub secrets_key: SecretsKey,
     /// Base URL Bitbucket reaches the webhook listener at.
     pub public_base_url: String,
-    /// Producer for manual-run triggers.
-    pub producer: inlet_core::kafka::Producer,
+    /// Where manual-run triggers, redeliveries and delivery events are produced.
+    pub outputs: inlet_core::output::Outputs,
     /// Where manual-run triggers go.
     pub triggers_topic: String,
     /// The process's metrics, served at `/metrics`.
@@ -71,10 +73,35 @@ pub struct AdminDeps {
     pub deliveries_topic: String,
 }
 
+/// Serves the admin API on `listener` until `shutdown`, then drains it for at most `drain`.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    control: ControlLog,
+    deps: AdminDeps,
+    header_read_timeout: Duration,
+    drain: Duration,
+    shutdown: inlet_core::CancellationToken,
+) {
+    let admin = Arc::new(Admin::new(control, deps));
+    inlet_core::listener::serve(
+        "admin",
+        listener,
+        admin,
+        header_read_timeout,
+        drain,
+        shutdown,
+    )
+    .await;
+}
+
+/// How long a request waits for the broker to acknowledge what it produces.
+const SEND_DEADLINE: Duration = Duration::from_secs(5);
+
 /// The admin listener's service.
 pub struct Admin {
     control: ControlLog,
     deps: AdminDeps,
+    ops: Ops<ControlLog>,
 }
 
 /// A handler's result.
@@ -84,7 +111,11 @@ impl Admin {
     /// The admin API over `control`.
     pub fn new(control: ControlLog, mut deps: AdminDeps) -> Self {
         deps.public_base_url = deps.public_base_url.trim_end_matches('/').to_owned();
-        Admin { control, deps }
+        let ops = Ops {
+            metrics: deps.metrics.clone(),
+            readiness: control.clone(),
+        };
+        Admin { control, deps, ops }
     }
 
     /// Answers one request.
@@ -94,21 +125,8 @@ impl Admin {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let path = request.uri().path().to_owned();
-        match path.as_str() {
-            // Alive: the process answers.
-            "/healthz" => return json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
-            // Ready: the broker answers and this process has folded the whole control log.
-            "/readyz" => return self.readiness().await,
-            "/metrics" => {
-                let mut response =
-                    Response::new(Full::new(Bytes::from(self.deps.metrics.render())));
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
-                );
-                return response;
-            }
-            _ => {}
+        if let Some(answer) = self.ops.answer(&path).await {
+            return answer;
         }
         if path == "/api/v1/openapi.json" && request.method() == Method::GET {
             return json(StatusCode::OK, &openapi::document());
@@ -205,18 +223,6 @@ impl Admin {
                 "method_not_allowed",
                 "method not allowed on this resource",
             )),
-        }
-    }
-
-    async fn readiness(&self) -> Response<Full<Bytes>> {
-        match tokio::time::timeout(Duration::from_secs(2), self.control.sync()).await {
-            Ok(Ok(())) => json(
-                StatusCode::OK,
-                &serde_json::json!({"status": "ready", "control_offset": self.control.applied_offset()}),
-            ),
-            Ok(Err(err)) => ApiError::unavailable("not_ready", err.to_string(), 5).into_response(),
-            Err(_) => ApiError::unavailable("not_ready", "the broker did not answer within 2 s", 5)
-                .into_response(),
         }
     }
 

@@ -25,12 +25,12 @@ use std::time::{Duration, Instant};
 use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
-use inlet_core::control::{
+use inlet_control::commands::{
     CONTROL_SCHEMA, ControlCommand, ControlRecord, IntegrationPatch, StackPatch, StackSpec,
 };
-use inlet_core::crypto::{Sealed, SecretsKey};
-use inlet_core::domain::{ApiKey, Integration, ROOT_SPACE, Role, RoleBinding, Space};
-use inlet_core::registry::{Registry, RegistrySizes};
+use inlet_control::crypto::{Sealed, SecretsKey};
+use inlet_control::domain::{ApiKey, Integration, ROOT_SPACE, Role, RoleBinding, Space};
+use inlet_control::registry::{Registry, RegistrySizes};
 use inlet_core::secret::Secret;
 
 /// Spaces besides `root`.

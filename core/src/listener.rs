@@ -9,6 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::CancellationToken;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
@@ -17,7 +18,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use inlet_core::CancellationToken;
 use tokio::net::TcpListener;
 
 /// Something that answers requests.

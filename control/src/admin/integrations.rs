@@ -6,13 +6,13 @@
 
 use std::time::Duration;
 
+use crate::access::Principal;
+use crate::commands::{ControlCommand, IntegrationPatch};
+use crate::crypto::Sealed;
+use crate::domain::{Integration, ROOT_SPACE, Role};
+use crate::registry::Registry;
 use http::StatusCode;
-use inlet_core::access::Principal;
 use inlet_core::clock::{is_future, now_rfc3339, rfc3339_after};
-use inlet_core::control::{ControlCommand, IntegrationPatch};
-use inlet_core::crypto::Sealed;
-use inlet_core::domain::{Integration, ROOT_SPACE, Role};
-use inlet_core::registry::Registry;
 use inlet_core::secret::Secret;
 
 use super::views::{
@@ -20,8 +20,8 @@ use super::views::{
     UpdateIntegration,
 };
 use super::{Admin, Answer, Named, forbidden, require};
-use crate::error::{ApiError, empty, json};
-use crate::webhook::PATH_PREFIX;
+use crate::admin::error::{ApiError, empty, json};
+use crate::domain::WEBHOOK_PATH_PREFIX;
 
 /// Default grace period of a rotated-out secret.
 const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 60 * 60);
@@ -66,7 +66,7 @@ fn administered<'r>(
 
 impl Admin {
     fn webhook_url(&self, name: &str) -> String {
-        format!("{}{PATH_PREFIX}{name}", self.deps.public_base_url)
+        format!("{}{WEBHOOK_PATH_PREFIX}{name}", self.deps.public_base_url)
     }
 
     fn seal(&self, secret: &Secret, context: &str) -> Sealed {

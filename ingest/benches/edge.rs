@@ -2,10 +2,10 @@
 //! sealed secret opened, as ingest does) and payload parsing.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use inlet_core::bitbucket::{self, events};
-use inlet_core::crypto::SecretsKey;
+use inlet_bitbucket::signature::{sign, verify};
+use inlet_bitbucket::{self as bitbucket, events};
+use inlet_control::crypto::SecretsKey;
 use inlet_core::secret::Secret;
-use inlet_core::signature::{sign, verify};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/../tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));

@@ -2,24 +2,16 @@
 //!
 //! Readers of a stack's space see it; admins create, change and delete it; writers trigger runs.
 
-use std::time::Duration;
-
+use crate::access::Principal;
+use crate::commands::{ControlCommand, StackPatch, StackSpec};
+use crate::domain::{IntegrationStatus, ROOT_SPACE, Role, Stack};
+use crate::registry::Registry;
 use http::StatusCode;
-use inlet_core::access::Principal;
-use inlet_core::clock::now_rfc3339;
-use inlet_core::control::{ControlCommand, StackPatch, StackSpec};
-use inlet_core::domain::{IntegrationStatus, ROOT_SPACE, Role, Stack};
-use inlet_core::records::{
-    Commit, RunType, StackTrigger, TRIGGER_SCHEMA, TriggerKind, TriggerSource, derive_id, headers,
-};
-use inlet_core::registry::Registry;
-use inlet_core::secret::Secret;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
+use inlet_core::records::{Commit, StackTrigger};
 
 use super::views::{CreateStack, RunAccepted, StackList, StackView, TriggerRun, UpdateStack};
-use super::{Admin, Answer, Named, generate_id, require};
-use crate::error::{ApiError, empty, json};
+use super::{Admin, Answer, Named, SEND_DEADLINE, generate_id, require};
+use crate::admin::error::{ApiError, empty, json};
 
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found("stack_not_found", format!("no stack with id `{id}`"))
@@ -210,51 +202,27 @@ impl Admin {
                     ),
                 ));
             }
-            let trigger_id = derive_id("trg", &[Secret::generate(16).expose()]);
-            StackTrigger {
-                schema: TRIGGER_SCHEMA.to_owned(),
-                trigger_id: trigger_id.clone(),
-                stack_id: stack.id.clone(),
-                integration: stack.integration.clone(),
-                run_type: RunType::Tracked,
-                commit: Commit {
+            StackTrigger::manual(
+                &stack.id,
+                &stack.integration,
+                Commit {
                     sha: body.sha.unwrap_or_default(),
                     branch: stack.branch.clone(),
                     repository: stack.repository.clone(),
                 },
-                trigger: TriggerSource {
-                    kind: TriggerKind::Manual,
-                    delivery_id: trigger_id,
-                    event_key: "manual".to_owned(),
-                    pull_request_id: None,
-                    actor: Some(principal.actor().to_owned()),
-                },
-                received_at: now_rfc3339(),
-                control_offset: self.control.applied_offset(),
-            }
-        };
-        let payload = serde_json::to_vec(&trigger).map_err(|err| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                err.to_string(),
+                principal.actor(),
+                self.control.applied_offset(),
             )
-        })?;
+        };
         let delivery = self
             .deps
-            .producer
+            .outputs
             .send(
-                FutureRecord::to(&self.deps.triggers_topic)
-                    .key(&trigger.stack_id)
-                    .payload(&payload)
-                    .headers(OwnedHeaders::new().insert(Header {
-                        key: headers::DELIVERY_ID,
-                        value: Some(&trigger.trigger_id),
-                    })),
-                Duration::from_secs(5),
+                &trigger.output(&self.deps.triggers_topic, None),
+                SEND_DEADLINE,
             )
             .await;
-        if let Err((err, _)) = delivery {
+        if let Err(err) = delivery {
             tracing::warn!(error = %err, stack_id = %trigger.stack_id, "manual trigger not stored");
             return Err(ApiError::unavailable(
                 "broker_unavailable",

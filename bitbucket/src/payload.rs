@@ -148,8 +148,8 @@ pub struct Change {
     /// Hash after (all zeros for DELETE).
     #[serde(default)]
     pub to_hash: String,
-    /// `ADD`, `UPDATE` or `DELETE`.
-    #[serde(rename = "type")]
+    /// `ADD`, `UPDATE` or `DELETE` (absent in some trimmed payloads: an unknown change).
+    #[serde(rename = "type", default)]
     pub kind: String,
 }
 
@@ -427,6 +427,39 @@ pub fn parse(event_key: &str, body: &[u8]) -> Result<Option<Event>, PayloadError
     Ok(Some(Event::PullRequest(action, Box::new(event))))
 }
 
+/// The repository a webhook is ordered by, for any event key: all the edge reads of a body, so
+/// it accepts every authenticated delivery that names a repository (the router parses the rest).
+/// `pullRequest.toRef.repository` (every `pr:*` event), else `repository` (`repo:*`, `mirror:*`),
+/// else `new` (`repo:modified`).
+pub fn ordering_repository(body: &[u8]) -> Result<Repository, PayloadError> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Envelope {
+        #[serde(default)]
+        pull_request: Option<Target>,
+        #[serde(default)]
+        repository: Option<Repository>,
+        #[serde(default)]
+        new: Option<Repository>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Target {
+        to_ref: TargetRef,
+    }
+    #[derive(Deserialize)]
+    struct TargetRef {
+        repository: Repository,
+    }
+    let envelope: Envelope = serde_json::from_slice(body)?;
+    envelope
+        .pull_request
+        .map(|pr| pr.to_ref.repository)
+        .or(envelope.repository)
+        .or(envelope.new)
+        .ok_or(PayloadError::NoRepository)
+}
+
 /// A missing `repository` / `pullRequest` is reported as such rather than as a shape error.
 fn no_repository(err: PayloadError) -> PayloadError {
     match &err {
@@ -438,6 +471,19 @@ fn no_repository(err: PayloadError) -> PayloadError {
             PayloadError::NoRepository
         }
         _ => err,
+    }
+}
+
+/// The `event` label for an event key: known keys as they are, anything else `other`.
+pub fn event_label(event_key: Option<&str>) -> &'static str {
+    match event_key {
+        Some(events::PING) => events::PING,
+        Some(key) => events::HANDLED
+            .iter()
+            .find(|known| **known == key)
+            .copied()
+            .unwrap_or("other"),
+        None => "none",
     }
 }
 
@@ -652,5 +698,15 @@ mod tests {
             parse(events::PR_COMMENT_ADDED, &body),
             Err(PayloadError::Invalid(_))
         ));
+    }
+
+    /// Event labels are bounded: unknown keys collapse to `other`.
+    #[test]
+    fn event_labels_are_bounded() {
+        assert_eq!(event_label(Some("repo:refs_changed")), "repo:refs_changed");
+        assert_eq!(event_label(Some("diagnostics:ping")), "diagnostics:ping");
+        assert_eq!(event_label(Some("repo:forked")), "other");
+        assert_eq!(event_label(Some("x\ny")), "other");
+        assert_eq!(event_label(None), "none");
     }
 }

@@ -5,6 +5,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The path of an integration's webhook URL before its name (DESIGN §4.1): the URL is derived
+/// from the name alone, so re-creating an integration keeps it.
+pub const WEBHOOK_PATH_PREFIX: &str = "/webhooks/bitbucket-datacenter/";
+
 use crate::crypto::Sealed;
 
 /// The id of the space that always exists and roots the tree.

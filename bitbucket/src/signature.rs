@@ -5,7 +5,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::secret::Secret;
+use inlet_core::secret::Secret;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -1,11 +1,11 @@
 //! Builders for tests of the stages (enabled by the `testing` feature): control records, a default
 //! integration, stacks, and a registry folded from them.
 
-use crate::control::{CONTROL_SCHEMA, ControlCommand, ControlRecord, StackSpec};
+use crate::commands::{CONTROL_SCHEMA, ControlCommand, ControlRecord, StackSpec};
 use crate::crypto::{Sealed, SecretsKey};
 use crate::domain::Integration;
 use crate::registry::Registry;
-use crate::secret::Secret;
+use inlet_core::secret::Secret;
 
 /// The key test integrations are sealed with.
 pub fn secrets_key() -> SecretsKey {

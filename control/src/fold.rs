@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::control::{
+use crate::commands::{
     ControlCommand, ControlRecord, IntegrationPatch, SpacePatch, StackPatch, StackSpec,
 };
 use crate::crypto::Sealed;
@@ -579,8 +579,8 @@ fn validate_branch(branch: &str) -> Result<(), Rejection> {
 mod tests {
     use super::*;
     use crate::domain::{Role, RoleBinding};
-    use crate::secret::Secret;
     use crate::testing::record;
+    use inlet_core::secret::Secret;
 
     fn space(id: &str, parent: &str, inherit: bool) -> ControlCommand {
         ControlCommand::CreateSpace {

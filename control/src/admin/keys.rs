@@ -1,17 +1,17 @@
 //! `/api-keys`: keys carry role bindings; their secrets are shown once and stored as hashes.
 
+use crate::access::Principal;
+use crate::commands::ControlCommand;
+use crate::domain::{ApiKey, Role, RoleBinding};
+use crate::registry::Registry;
 use http::StatusCode;
-use inlet_core::access::Principal;
 use inlet_core::clock::now_rfc3339;
-use inlet_core::control::ControlCommand;
-use inlet_core::domain::{ApiKey, Role, RoleBinding};
-use inlet_core::registry::Registry;
 use inlet_core::secret::Secret;
 use sha2::{Digest, Sha256};
 
 use super::views::{ApiKeyList, ApiKeyView, CreateApiKey, CreatedApiKey};
 use super::{Admin, Answer, KEY_PREFIX, Named, forbidden, require};
-use crate::error::{ApiError, empty, json};
+use crate::admin::error::{ApiError, empty, json};
 
 /// Whether `principal` administers every space `key` is bound to (so it cannot grant or see more
 /// than it holds).

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
 
-use crate::secret::Secret;
+use inlet_core::secret::Secret;
 
 /// Why a sealed value did not open, or a key was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +60,21 @@ impl SecretsKey {
             .ok_or(CryptoError::BadKey)?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| CryptoError::BadKey)?;
         Ok(Self::from_bytes(bytes))
+    }
+
+    /// The key configured in `ingest.secrets_key` or `ingest.secrets_key_file`, if either is set.
+    pub fn from_config(
+        config: &inlet_core::config::Config,
+    ) -> Result<Option<SecretsKey>, inlet_core::config::ConfigError> {
+        let Some(text) = config.secrets_key_text()? else {
+            return Ok(None);
+        };
+        SecretsKey::parse(text.expose()).map(Some).map_err(|err| {
+            inlet_core::config::ConfigError::Invalid {
+                key: "ingest.secrets_key",
+                problem: err.to_string(),
+            }
+        })
     }
 
     /// A fresh random key.
