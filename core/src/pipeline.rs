@@ -25,9 +25,9 @@ use rdkafka::producer::DeliveryFuture;
 use tokio_util::sync::CancellationToken;
 
 use crate::kafka::Producer;
+use crate::metrics::Metrics;
 pub use crate::output::Output;
 use crate::output::{Outputs, is_fatal};
-use crate::records::Stage;
 
 /// What the consume loop of a stage (router, workers) runs with, built by the caller.
 pub struct StageDeps {
@@ -55,7 +55,7 @@ pub struct Poison {
 /// What a stage does with one input record.
 pub trait Handler {
     /// The stage, for dead-letter headers, logs and metrics.
-    fn stage(&self) -> Stage;
+    fn stage(&self) -> crate::records::Stage;
 
     /// The outputs for `message`, or why it is poison. Transient trouble (the broker) is the
     /// pipeline's to retry; a handler fails only for records that can never be processed.
@@ -110,79 +110,114 @@ pub async fn run<H: Handler>(
     max_in_flight: usize,
     shutdown: CancellationToken,
 ) -> Result<(), KafkaError> {
-    let StageDeps {
-        consumer,
-        producer,
-        topics,
-        drain,
-        metrics,
-    } = deps;
-    let producer = Outputs::new(producer);
+    let stage = Stage {
+        dlq_topic: deps.topics.dlq(),
+        outputs: Outputs::new(deps.producer),
+        metrics: deps.metrics,
+        handler,
+        shutdown,
+    };
+    let consumer = Arc::new(deps.consumer);
     let reported = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
-    let dlq_topic = topics.dlq();
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
     lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let consumer = Arc::new(consumer);
     let mut in_flight = FuturesOrdered::new();
     loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = stage.shutdown.cancelled() => break,
             _ = lag_tick.tick() => {
-                let (consumer, metrics, stage) = (consumer.clone(), metrics.clone(), handler.stage().as_str());
-                let reported = reported.clone();
+                let (consumer, metrics) = (consumer.clone(), stage.metrics.clone());
+                let (name, reported) = (stage.handler.stage().as_str(), reported.clone());
                 // Metadata calls block inside librdkafka.
-                tokio::task::spawn_blocking(move || {
-                    record_lag(&consumer, &metrics, stage, &reported);
-                });
+                tokio::task::spawn_blocking(move || record_lag(&consumer, &metrics, name, &reported));
             }
             Some(position) = in_flight.next(), if !in_flight.is_empty() => {
                 store(&consumer, &position);
             }
             message = consumer.recv(), if in_flight.len() < max_in_flight => {
-                let message = match message {
-                    Ok(message) => message.detach(),
+                match message {
+                    Ok(message) => in_flight.push_back(stage.process(message.detach()).await),
                     Err(err) => {
                         tracing::warn!(error = %err, "consume failed; retrying");
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
                     }
-                };
-                let position = Position {
-                    topic: message.topic().to_owned(),
-                    partition: message.partition(),
-                    offset: message.offset(),
-                };
-                let outputs = match handler.handle(&message).await {
-                    Ok(outputs) => outputs,
-                    Err(poison) => {
-                        tracing::error!(
-                            stage = handler.stage().as_str(),
-                            topic = message.topic(),
-                            partition = message.partition(),
-                            offset = message.offset(),
-                            reason = %poison.reason,
-                            "unprocessable record sent to the dead-letter topic"
-                        );
-                        // Counted here, once, so every stage's dead-letter counter moves.
-                        if let Some(counter) = metrics.dead_letters(handler.stage()) {
-                            counter.inc();
-                        }
-                        let mut outputs = poison.outputs;
-                        outputs.push(dead_letter(&dlq_topic, handler.stage().as_str(), &message, &poison.reason));
-                        outputs
-                    }
-                };
-                let mut deliveries = Vec::with_capacity(outputs.len());
-                for output in outputs {
-                    let delivery = enqueue(&producer, &output, &shutdown).await;
-                    deliveries.push((output, delivery));
                 }
-                in_flight.push_back(confirm(producer.clone(), deliveries, position, shutdown.clone()));
             }
         }
     }
+    drain_and_commit(consumer, in_flight, deps.drain).await;
+    Ok(())
+}
 
+/// What the loop holds besides its consumer.
+struct Stage<H> {
+    handler: H,
+    outputs: Outputs,
+    dlq_topic: String,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+impl<H: Handler> Stage<H> {
+    /// Handles one input and hands its outputs to the producer, in input order; the returned
+    /// future resolves to the input's position once every output was acknowledged.
+    async fn process(&self, message: OwnedMessage) -> impl Future<Output = Position> + use<H> {
+        let position = Position {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let outputs = self.outputs_of(&message).await;
+        let mut deliveries = Vec::with_capacity(outputs.len());
+        for output in outputs {
+            let delivery = enqueue(&self.outputs, &output, &self.shutdown).await;
+            deliveries.push((output, delivery));
+        }
+        confirm(
+            self.outputs.clone(),
+            deliveries,
+            position,
+            self.shutdown.clone(),
+        )
+    }
+
+    /// The handler's outputs, or for poison its outputs plus the dead letter.
+    async fn outputs_of(&self, message: &OwnedMessage) -> Vec<Output> {
+        let poison = match self.handler.handle(message).await {
+            Ok(outputs) => return outputs,
+            Err(poison) => poison,
+        };
+        let stage = self.handler.stage();
+        tracing::error!(
+            stage = stage.as_str(),
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            reason = %poison.reason,
+            "unprocessable record sent to the dead-letter topic"
+        );
+        // Counted here, once, so every stage's dead-letter counter moves.
+        if let Some(counter) = self.metrics.dead_letters(stage) {
+            counter.inc();
+        }
+        let mut outputs = poison.outputs;
+        outputs.push(dead_letter(
+            &self.dlq_topic,
+            stage.as_str(),
+            message,
+            &poison.reason,
+        ));
+        outputs
+    }
+}
+
+/// On shutdown: waits up to `drain` for in-flight outputs, stores their offsets and commits.
+async fn drain_and_commit<F: Future<Output = Position>>(
+    consumer: Arc<StreamConsumer>,
+    mut in_flight: FuturesOrdered<F>,
+    drain: Duration,
+) {
     let drained = tokio::time::timeout(drain, async {
         while let Some(position) = in_flight.next().await {
             store(&consumer, &position);
@@ -194,16 +229,13 @@ pub async fn run<H: Handler>(
             "shutdown: some outputs were not acknowledged in time; they will be replayed"
         );
     }
-    let committer = consumer.clone();
     let commit =
-        tokio::task::spawn_blocking(move || committer.commit_consumer_state(CommitMode::Sync))
-            .await;
+        tokio::task::spawn_blocking(move || consumer.commit_consumer_state(CommitMode::Sync)).await;
     match commit {
         Ok(Ok(())) | Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
         Ok(Err(err)) => tracing::warn!(error = %err, "final offset commit failed"),
         Err(err) => tracing::warn!(error = %err, "final offset commit task failed"),
     }
-    Ok(())
 }
 
 /// Hands `output` to the producer, waiting while its queue is full. `None` if shutdown came first.

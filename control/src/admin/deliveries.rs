@@ -9,9 +9,10 @@ use crate::access::Principal;
 use crate::domain::{ROOT_SPACE, Role};
 use http::StatusCode;
 use inlet_core::output::Output;
-use inlet_core::records::{DeliveryEvent, DeliveryOutcome, Stage};
+use inlet_core::records::{DeliveryEvent, DeliveryOutcome, RecordPosition, Stage};
 use rdkafka::Message;
 use rdkafka::consumer::Consumer;
+use rdkafka::message::OwnedMessage;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::views::{DeliveryList, DeliveryStory, DeliverySummary, Page, Redelivered, RunList};
@@ -117,58 +118,22 @@ impl Admin {
             ));
         }
         let position = events.iter().find_map(|e| e.webhook).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::CONFLICT,
+            ApiError::conflict(
                 "webhook_unknown",
                 "no stage recorded where this delivery's webhook is stored",
             )
         })?;
-        let unavailable = |what: String| {
-            tracing::warn!(delivery_id = %id, error = %what, "redelivery failed");
-            ApiError::unavailable(
-                "broker_unavailable",
-                "the webhook could not be re-published; retry shortly",
-                5,
-            )
-        };
-        let reader = self
-            .deps
-            .kafka
-            .reader()
-            .await
-            .map_err(|err| unavailable(err.to_string()))?;
-        let mut assignment = TopicPartitionList::new();
-        assignment
-            .add_partition_offset(
-                &self.deps.webhooks_topic,
-                position.partition,
-                Offset::Offset(position.offset),
-            )
-            .map_err(|err| unavailable(err.to_string()))?;
-        reader
-            .assign(&assignment)
-            .map_err(|err| unavailable(err.to_string()))?;
-        let message = tokio::time::timeout(Duration::from_secs(10), reader.recv())
-            .await
-            .map_err(|_| unavailable("timed out reading the webhook".to_owned()))?
-            .map_err(|err| unavailable(err.to_string()))?;
-        if message.offset() != position.offset {
-            return Err(ApiError::new(
-                StatusCode::GONE,
-                "webhook_expired",
-                "the stored webhook is no longer retained on the topic",
-            ));
-        }
+        let message = self.stored_webhook(id, position).await?;
         let republished = Output::republished_webhook(
             &self.deps.webhooks_topic,
-            &message.detach(),
+            &message,
             self.control.applied_offset(),
         );
         self.deps
             .outputs
             .send(&republished, SEND_DEADLINE)
             .await
-            .map_err(|err| unavailable(err.to_string()))?;
+            .map_err(|err| redelivery_failed(id, err.to_string()))?;
         let mut event = DeliveryEvent::new(
             id,
             &integration,
@@ -194,6 +159,55 @@ impl Admin {
             },
         ))
     }
+}
+
+impl Admin {
+    /// The webhook record at `position` on `inlet.webhooks` (410 once retention removed it).
+    async fn stored_webhook(
+        &self,
+        id: &str,
+        position: RecordPosition,
+    ) -> Result<OwnedMessage, ApiError> {
+        let unavailable = |what: String| redelivery_failed(id, what);
+        let reader = self
+            .deps
+            .kafka
+            .reader()
+            .await
+            .map_err(|err| unavailable(err.to_string()))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(
+                &self.deps.webhooks_topic,
+                position.partition,
+                Offset::Offset(position.offset),
+            )
+            .map_err(|err| unavailable(err.to_string()))?;
+        reader
+            .assign(&assignment)
+            .map_err(|err| unavailable(err.to_string()))?;
+        let message = tokio::time::timeout(Duration::from_secs(10), reader.recv())
+            .await
+            .map_err(|_| unavailable("timed out reading the webhook".to_owned()))?
+            .map_err(|err| unavailable(err.to_string()))?;
+        if message.offset() != position.offset {
+            return Err(ApiError::Gone {
+                code: "webhook_expired",
+                message: "the stored webhook is no longer retained on the topic".to_owned(),
+            });
+        }
+        Ok(message.detach())
+    }
+}
+
+/// 503 for a redelivery the broker did not serve; the cause is logged.
+fn redelivery_failed(id: &str, cause: String) -> ApiError {
+    tracing::warn!(delivery_id = %id, error = %cause, "redelivery failed");
+    ApiError::unavailable(
+        "broker_unavailable",
+        "the webhook could not be re-published; retry shortly",
+        5,
+    )
 }
 
 /// One line per delivery: the router's verdict and the workers' decisions.

@@ -105,11 +105,11 @@ impl Admin {
             )
             .map_err(|err| {
                 tracing::error!(integration = %integration.name, error = %err, "cannot open the webhook secret");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "secrets_key_mismatch",
-                    "the webhook secret cannot be opened with this process's secrets key",
-                )
+                ApiError::Internal {
+                    code: "secrets_key_mismatch",
+                    message: "the webhook secret cannot be opened with this process's secrets key"
+                        .to_owned(),
+                }
             })?;
         Ok(IntegrationDetails {
             name: integration.name.clone(),

@@ -135,10 +135,10 @@ impl Admin {
         match self.route(request).await {
             Ok(response) => response,
             Err(err) => {
-                if err.status.is_server_error() {
-                    tracing::warn!(%method, %path, code = err.code, reason = %err.message, "admin request failed");
+                if err.status().is_server_error() {
+                    tracing::warn!(%method, %path, code = err.code(), reason = %err.message(), "admin request failed");
                 } else {
-                    tracing::debug!(%method, %path, code = err.code, "admin request refused");
+                    tracing::debug!(%method, %path, code = err.code(), "admin request refused");
                 }
                 err.into_response()
             }
@@ -218,20 +218,16 @@ impl Admin {
                 self.trigger_run(p, &id, read_optional_json(request).await?)
                     .await
             }
-            _ => Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "method not allowed on this resource",
-            )),
+            _ => Err(ApiError::MethodNotAllowed {
+                allow: openapi::allowed_methods(&segments),
+            }),
         }
     }
 
     /// The bootstrap key, or an issued key `ik_<id>.<secret>` whose hash matches. Unknown, revoked
     /// and malformed keys are all the same 401.
     fn authenticate<B>(&self, request: &Request<B>) -> Result<Principal, ApiError> {
-        let unauthorized = |message: &str| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message.to_owned())
-        };
+        let unauthorized = |message: &'static str| ApiError::Unauthorized(message);
         let presented = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -298,7 +294,7 @@ fn no_such_endpoint() -> ApiError {
 }
 
 fn forbidden(message: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    ApiError::Forbidden(message.into())
 }
 
 /// Where the space a permission check is about was named.
@@ -401,24 +397,12 @@ where
     Ok(Limited::new(request.into_body(), MAX_ADMIN_BODY)
         .collect()
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                format!("admin requests are limited to {MAX_ADMIN_BODY} bytes"),
-            )
-        })?
+        .map_err(|_| ApiError::TooLarge(MAX_ADMIN_BODY))?
         .to_bytes())
 }
 
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|err| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!("the request body is not valid: {err}"),
-        )
-    })
+    serde_json::from_slice(body).map_err(|err| ApiError::InvalidBody(err.to_string()))
 }
 
 async fn read_json<B, T>(request: Request<B>) -> Result<T, ApiError>

@@ -269,6 +269,18 @@ pub fn is_resource(segments: &[&str]) -> bool {
     ROUTES.iter().any(|r| matches(r.path, segments))
 }
 
+/// The methods the route table serves on `segments`, for a 405's `Allow` header.
+pub fn allowed_methods(segments: &[&str]) -> String {
+    let mut methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| matches(r.path, segments))
+        .map(|r| r.method)
+        .collect();
+    methods.sort_unstable();
+    methods.dedup();
+    methods.join(", ")
+}
+
 /// The OpenAPI 3.1 document.
 pub fn document() -> Value {
     let mut settings = SchemaSettings::draft2020_12();

@@ -192,8 +192,7 @@ impl Admin {
                 Named::InPath,
             )?;
             if stack.integration_status == IntegrationStatus::Detached {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
+                return Err(ApiError::conflict(
                     "stack_detached",
                     format!(
                         "integration `{}` of this stack was deleted; attach an available \
