@@ -150,6 +150,19 @@ pub async fn run<H: Handler>(
     Ok(())
 }
 
+/// Runs `handler` as the stage it names until `shutdown` ([`run`]), and logs when it stopped.
+pub async fn run_stage<H: Handler>(
+    deps: StageDeps,
+    handler: H,
+    config: &crate::config::StageConfig,
+    shutdown: CancellationToken,
+) -> Result<(), KafkaError> {
+    let stage = handler.stage().as_str();
+    run(deps, handler, config.max_in_flight, shutdown).await?;
+    tracing::info!("{stage} stopped");
+    Ok(())
+}
+
 /// What the loop holds besides its consumer.
 struct Stage<H> {
     handler: H,

@@ -227,9 +227,7 @@ impl StackTrigger {
 
     /// Its record on `inlet.triggers`: keyed by stack id, with the delivery id and trace context.
     pub fn output(&self, topic: &str, traceparent: Option<&str>) -> crate::output::Output {
-        crate::output::Output::json(topic, &self.stack_id, self)
-            .header(headers::DELIVERY_ID, &self.trigger.delivery_id)
-            .trace(traceparent)
+        stack_record(topic, &self.stack_id, &self.trigger, self, traceparent)
     }
 }
 
@@ -302,10 +300,22 @@ impl RunDecision {
     /// Its record on `inlet.runs` (the downstream contract): keyed by stack id, with the delivery
     /// id and trace context.
     pub fn output(&self, topic: &str, traceparent: Option<&str>) -> crate::output::Output {
-        crate::output::Output::json(topic, &self.stack_id, self)
-            .header(headers::DELIVERY_ID, &self.trigger.delivery_id)
-            .trace(traceparent)
+        stack_record(topic, &self.stack_id, &self.trigger, self, traceparent)
     }
+}
+
+/// A per-stack record (trigger or decision): keyed by stack id so a stack's records keep their
+/// order, with the delivery id and the trace context as headers.
+fn stack_record<T: Serialize>(
+    topic: &str,
+    stack_id: &str,
+    source: &TriggerSource,
+    value: &T,
+    traceparent: Option<&str>,
+) -> crate::output::Output {
+    crate::output::Output::json(topic, stack_id, value)
+        .header(headers::DELIVERY_ID, &source.delivery_id)
+        .trace(traceparent)
 }
 
 /// The stage that wrote a [`DeliveryEvent`].

@@ -69,9 +69,7 @@ pub async fn run(
         deliveries_topic: deps.pipeline.topics.deliveries(),
         seen: Mutex::new(SeenWindow::new(DUPLICATE_WINDOW, DUPLICATE_CAPACITY)),
     };
-    pipeline::run(deps.pipeline, handler, config.max_in_flight, shutdown).await?;
-    tracing::info!("router stopped");
-    Ok(())
+    pipeline::run_stage(deps.pipeline, handler, config, shutdown).await
 }
 
 struct Router {

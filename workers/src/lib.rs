@@ -68,9 +68,7 @@ pub async fn run(
         deliveries_topic: deps.pipeline.topics.deliveries(),
         decided: Mutex::new(HashMap::new()),
     };
-    pipeline::run(deps.pipeline, handler, config.max_in_flight, shutdown).await?;
-    tracing::info!("workers stopped");
-    Ok(())
+    pipeline::run_stage(deps.pipeline, handler, config, shutdown).await
 }
 
 struct Worker {

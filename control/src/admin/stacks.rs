@@ -29,6 +29,27 @@ pub(super) fn visible<'r>(
         .ok_or_else(|| not_found(id))
 }
 
+/// The stack `id` when the caller holds `role` on its space (404 when it cannot even read it,
+/// 403 when it may read but not do `action`).
+fn authorized<'r>(
+    principal: &Principal,
+    registry: &'r Registry,
+    id: &str,
+    role: Role,
+    action: &str,
+) -> Result<&'r Stack, ApiError> {
+    let stack = visible(principal, registry, id)?;
+    require(
+        principal,
+        registry,
+        &stack.space_id,
+        role,
+        action,
+        Named::InPath,
+    )?;
+    Ok(stack)
+}
+
 /// An integration the caller cannot see is reported as missing, not as unavailable.
 fn check_integration_visible(
     principal: &Principal,
@@ -121,15 +142,7 @@ impl Admin {
     ) -> Answer {
         {
             let registry = self.control.read();
-            let stack = visible(principal, &registry, id)?;
-            require(
-                principal,
-                &registry,
-                &stack.space_id,
-                Role::Admin,
-                "changing a stack",
-                Named::InPath,
-            )?;
+            authorized(principal, &registry, id, Role::Admin, "changing a stack")?;
             if let Some(name) = &body.integration {
                 check_integration_visible(principal, &registry, name)?;
             }
@@ -157,15 +170,7 @@ impl Admin {
     pub(super) async fn delete_stack(&self, principal: &Principal, id: &str) -> Answer {
         {
             let registry = self.control.read();
-            let stack = visible(principal, &registry, id)?;
-            require(
-                principal,
-                &registry,
-                &stack.space_id,
-                Role::Admin,
-                "deleting a stack",
-                Named::InPath,
-            )?;
+            authorized(principal, &registry, id, Role::Admin, "deleting a stack")?;
         }
         self.apply(principal, ControlCommand::DeleteStack { id: id.to_owned() })
             .await?;
@@ -182,15 +187,7 @@ impl Admin {
     ) -> Answer {
         let trigger = {
             let registry = self.control.read();
-            let stack = visible(principal, &registry, id)?;
-            require(
-                principal,
-                &registry,
-                &stack.space_id,
-                Role::Writer,
-                "triggering a run",
-                Named::InPath,
-            )?;
+            let stack = authorized(principal, &registry, id, Role::Writer, "triggering a run")?;
             if stack.integration_status == IntegrationStatus::Detached {
                 return Err(ApiError::conflict(
                     "stack_detached",
