@@ -165,13 +165,11 @@ async fn setup() -> Env {
     Env { secret, ..env }
 }
 
-/// Every row of the trigger table, the push + PR duplicate, `/inlet preview`, a disabled stack, a
-/// redelivered `X-Request-Id`, an admin redelivery, and the delivery log's story of each.
+/// repo:refs_changed to main: tracked for main's stacks, proposed for the others, blocked for a
+/// disabled one; the router records where the webhook is stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn trigger_rules_dedup_and_delivery_log() {
-    let mut env = setup().await;
-
-    // repo:refs_changed to main: tracked for main's stacks, proposed for the others.
+async fn push_requests_tracked_and_proposed_runs() {
+    let env = setup().await;
     env.send(
         "repo:refs_changed",
         "push-main",
@@ -199,7 +197,20 @@ async fn trigger_rules_dedup_and_delivery_log() {
     let routing = env.routing("push-main").await;
     assert_eq!(routing["outcome"], "routed");
     assert_eq!(routing["webhook"]["offset"], 0);
+}
 
+/// pr:opened proposes runs at the source commit; a push of that commit is the same run (not
+/// emitted twice); deletions and tags are recorded; blocked runs are told again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_and_pull_request_of_one_commit_are_one_run() {
+    let env = setup().await;
+    env.send(
+        "repo:refs_changed",
+        "push-main",
+        &common::push_body("main", MAIN),
+    )
+    .await;
+    env.decided("push-main", 4).await;
     // pr:opened into main: proposed for main's stacks at the source commit.
     env.send("pr:opened", "pr-opened", &fixture("pr_opened.json"))
         .await;
@@ -290,7 +301,21 @@ async fn trigger_rules_dedup_and_delivery_log() {
     );
     assert_eq!(decided["prod"].4, pr_run);
 
-    // pr:from_ref_updated: a new proposed run at the new source commit.
+    // Every decision on inlet.runs carries the delivery's id; duplicates were not emitted.
+    let mut runs = TopicReader::new(&env.dev.ready.kafka_bootstrap_servers, "inlet.runs").await;
+    runs.until(WAIT, |r| decisions_for(r, "push-feature").len() >= 2)
+        .await;
+    runs.settle(Duration::from_millis(300)).await;
+    assert_eq!(decisions_for(&runs.records, "push-feature").len(), 2);
+}
+
+/// pr:from_ref_updated: a new proposed run at the new source commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_request_update_is_a_new_run() {
+    let env = setup().await;
+    env.send("pr:opened", "pr-opened", &fixture("pr_opened.json"))
+        .await;
+    let pr_run = env.decided("pr-opened", 2).await["prod"].4.clone();
     env.send(
         "pr:from_ref_updated",
         "pr-updated",
@@ -300,7 +325,12 @@ async fn trigger_rules_dedup_and_delivery_log() {
     let decided = env.decided("pr-updated", 2).await;
     assert_eq!(decided["prod"].0, "decided");
     assert_ne!(decided["prod"].4, pr_run);
+}
 
+/// pr:modified proposes runs only when it retargets the pull request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_request_retarget_proposes_for_the_new_target() {
+    let env = setup().await;
     // pr:modified retargeted to release: proposed for the stack tracking release only.
     env.send("pr:modified", "pr-modified", &fixture("pr_modified.json"))
         .await;
@@ -321,8 +351,12 @@ async fn trigger_rules_dedup_and_delivery_log() {
         env.routing("pr-modified-title").await["reasons"][0],
         "target_branch_unchanged: pull-request/42"
     );
+}
 
-    // Approvals, unapprovals, change requests and merges: recorded, not triggered.
+/// Approvals, unapprovals, change requests and merges: recorded, not triggered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reviews_and_merges_are_recorded_not_triggered() {
+    let env = setup().await;
     for (key, file, delivery) in [
         (
             "pr:reviewer:approved",
@@ -349,8 +383,13 @@ async fn trigger_rules_dedup_and_delivery_log() {
             "{delivery}"
         );
     }
+}
 
-    // /inlet preview: proposed runs that are never deduplicated; stacks can be named.
+/// /inlet preview: proposed runs that are never deduplicated; stacks can be named; other
+/// comments are recorded as not a command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_comments() {
+    let env = setup().await;
     env.send(
         "pr:comment:added",
         "preview-1",
@@ -383,7 +422,23 @@ async fn trigger_rules_dedup_and_delivery_log() {
         env.routing("lgtm").await["reasons"][0],
         "comment_not_a_command: pull-request/42"
     );
+}
 
+/// The same X-Request-Id again is dropped by the router; an admin redelivery bypasses that
+/// filter while run deduplication still holds; the listings show each delivery once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duplicates_redelivery_and_listings() {
+    let mut env = setup().await;
+    env.send(
+        "repo:refs_changed",
+        "push-main",
+        &common::push_body("main", MAIN),
+    )
+    .await;
+    env.decided("push-main", 4).await;
+    env.send("pr:opened", "pr-opened", &fixture("pr_opened.json"))
+        .await;
+    env.decided("pr-opened", 2).await;
     // The same X-Request-Id again: dropped by the router as a duplicate.
     env.send(
         "repo:refs_changed",
@@ -414,33 +469,63 @@ async fn trigger_rules_dedup_and_delivery_log() {
 
     // The listings: the integration's recent deliveries, a stack's recent runs.
     let listed = env
-        .call("GET", "/integrations/bb/deliveries?limit=5", Value::Null)
+        .call("GET", "/integrations/bb/deliveries?limit=1", Value::Null)
         .await;
     assert_eq!(listed.status, 200);
     let listed = listed.json();
-    assert_eq!(listed["deliveries"].as_array().map(Vec::len), Some(5));
-    assert_eq!(listed["total"], 15, "one entry per distinct delivery id");
-    assert_eq!(listed["next_offset"], 5);
+    assert_eq!(listed["deliveries"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["total"], 2, "one entry per distinct delivery id");
+    assert_eq!(listed["next_offset"], 1);
     let runs = env
         .call("GET", "/stacks/prod/runs", Value::Null)
         .await
         .json();
     assert!(
-        runs["runs"].as_array().map(Vec::len).unwrap_or_default() >= 4,
+        runs["runs"].as_array().map(Vec::len).unwrap_or_default() >= 2,
         "{runs}"
     );
-
-    // Every decision on inlet.runs carries the delivery's id; duplicates were not emitted.
-    env.runs
-        .until(WAIT, |r| decisions_for(r, "preview-named").len() == 1)
-        .await;
-    assert_eq!(decisions_for(&env.runs.records, "push-feature").len(), 2);
     // The disabled stack is told again on redelivery; the requested runs are not repeated.
     env.runs
         .until(WAIT, |r| decisions_for(r, "push-main").len() >= 5)
         .await;
     env.runs.settle(Duration::from_millis(300)).await;
     assert_eq!(decisions_for(&env.runs.records, "push-main").len(), 5);
+}
+
+/// Signed events of any key reach `inlet.webhooks` byte for byte, and the delivery log says why
+/// the router ignored the ones inlet does not handle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhandled_events_are_stored_and_recorded_as_ignored() {
+    let env = setup().await;
+    let declined = fixture("pr_opened.json");
+    let modified = br#"{"old": {"slug": "network", "project": {"key": "INFRA"}},
+                        "new": {"slug": "network", "project": {"key": "INFRA"}}}"#
+        .to_vec();
+    let sent = [
+        ("pr:declined", "other-declined", declined),
+        ("repo:modified", "other-modified", modified),
+    ];
+    for (key, delivery, body) in &sent {
+        env.send(key, delivery, body).await;
+        let routing = env.routing(delivery).await;
+        assert_eq!(routing["outcome"], "ignored", "{delivery}");
+        assert_eq!(routing["event_key"], *key);
+        assert_eq!(routing["reasons"][0], "event_not_handled", "{delivery}");
+    }
+    let mut webhooks =
+        TopicReader::new(&env.dev.ready.kafka_bootstrap_servers, "inlet.webhooks").await;
+    webhooks.until(WAIT, |r| r.len() >= sent.len()).await;
+    use rdkafka::Message;
+    for (key, delivery, body) in &sent {
+        let record = webhooks
+            .records
+            .iter()
+            .find(|m| header(m, "inlet-delivery-id").as_deref() == Some(*delivery))
+            .unwrap_or_else(|| panic!("{delivery} not on inlet.webhooks"));
+        assert_eq!(record.payload(), Some(&body[..]));
+        assert_eq!(header(record, "inlet-event-key").as_deref(), Some(*key));
+        assert_eq!(record.key(), Some(&b"bb/infra/network"[..]));
+    }
 }
 
 /// A record the router cannot read goes to `inlet.dlq` with error headers, and the partition moves
