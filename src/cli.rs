@@ -184,5 +184,8 @@ pub fn config(cli: &Cli) -> anyhow::Result<Config> {
         Command::Bench(_) | Command::Replay(_) | Command::Send(_) | Command::Tail(_) => {}
     }
     config.validate()?;
+    // The secrets key's format is the control plane's to check; it is checked here, with the rest
+    // of the configuration, before anything starts.
+    inlet_control::crypto::SecretsKey::from_config(&config)?;
     Ok(config)
 }

@@ -1,15 +1,15 @@
 //! `POST /webhooks/bitbucket-datacenter/{integration}`: one function per step, in the order of
 //! the flow.
 //!
-//! [`Webhooks::handle`]: [`target`] (the URL names an integration; 404/405) →
-//! [`Webhooks::receive`]: [`Webhooks::find_integration`] (404) → [`Webhooks::admit`] (in-flight
-//! bound, 503) → [`Webhooks::read_body`] (413, 408) → answer an unsigned ping →
-//! [`Webhooks::verify`] (signature on the raw bytes, 401) → [`Webhooks::record`] (event key and
-//! the repository it is ordered by, 400; nothing else of the body is read here) → [`Webhooks::publish`] (wait for the broker: 202, or 503 +
+//! `Webhooks::handle`: `target` (the URL names an integration; 404/405) →
+//! `Webhooks::receive`: `Webhooks::find_integration` (404) → `Webhooks::admit` (in-flight
+//! bound, 503) → `Webhooks::read_body` (413, 408) → answer an unsigned ping →
+//! `Webhooks::verify` (signature on the raw bytes, 401) → `Webhooks::record` (event key and
+//! the repository it is ordered by, 400; nothing else of the body is read here) → `Webhooks::publish` (wait for the broker: 202, or 503 +
 //! Retry-After).
 //!
 //! Every authenticated webhook is published, whatever its event key (DESIGN §4.1): the router
-//! records the ones it does not handle as ignored. Each request ends in one [`Report`], which alone
+//! records the ones it does not handle as ignored. Each request ends in one `Report`, which alone
 //! writes the log line and the metrics.
 
 use std::sync::Arc;

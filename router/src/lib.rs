@@ -2,17 +2,17 @@
 //!
 //! # Layout
 //!
-//! [`run`] consumes `inlet.webhooks` through the shared at-least-once loop
-//! ([`inlet_core::pipeline`]); for each record, in order:
-//! 1. [`delivery_of`]: the delivery's metadata from the record's headers (poison without them);
-//! 2. [`Router::route`]: wait until this process's control fold reached the offset ingest had
+//! `run` consumes `inlet.webhooks` through the shared at-least-once loop
+//! (`inlet_core::pipeline`); for each record, in order:
+//! 1. `delivery_of`: the delivery's metadata from the record's headers (poison without them);
+//! 2. `Router::route`: wait until this process's control fold reached the offset ingest had
 //!    applied (so a stack created before the push is always seen) → drop a delivery id routed
-//!    within the last hour unless it is a redelivery ([`Router::is_duplicate`]) → parse the event
+//!    within the last hour unless it is a redelivery (`Router::is_duplicate`) → parse the event
 //!    (an event key inlet does not handle is recorded as ignored) → the trigger rules of
-//!    [`route`];
-//! 3. [`Router::outputs`]: each `StackTrigger` to `inlet.triggers`, keyed by stack id, and one
+//!    `route`;
+//! 3. `Router::outputs`: each `StackTrigger` to `inlet.triggers`, keyed by stack id, and one
 //!    `DeliveryEvent` saying what was routed or ignored, and why, to `inlet.deliveries`;
-//! 4. [`telemetry`]: one event per record writes its log line and counters.
+//! 4. `telemetry`: one event per record writes its log line and counters.
 //!
 //! An unreadable record goes to `inlet.dlq` and the partition moves on.
 //!

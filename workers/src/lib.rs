@@ -2,17 +2,17 @@
 //!
 //! # Layout
 //!
-//! [`run`] consumes `inlet.triggers` through the shared at-least-once loop
-//! ([`inlet_core::pipeline`]); for each record, in order:
+//! `run` consumes `inlet.triggers` through the shared at-least-once loop
+//! (`inlet_core::pipeline`); for each record, in order:
 //! 1. the `StackTrigger` is read (unreadable: `inlet.dlq`, and the partition moves on);
-//! 2. [`Worker::decide`]: wait until this process's control fold reached the trigger's control
-//!    offset → [`decide`] looks at the stack's *current* state: `requested`, or `blocked` with a
-//!    reason → [`Worker::already_requested`]: a VCS run whose `run_id` this process requested
+//! 2. `Worker::decide`: wait until this process's control fold reached the trigger's control
+//!    offset → `decide` looks at the stack's *current* state: `requested`, or `blocked` with a
+//!    reason → `Worker::already_requested`: a VCS run whose `run_id` this process requested
 //!    recently (per partition, bounded) is not emitted again, so a push and a pull-request update
 //!    of one commit are one run;
-//! 3. [`Worker::outputs`]: the `RunDecision` to `inlet.runs`, keyed by stack id (the downstream
+//! 3. `Worker::outputs`: the `RunDecision` to `inlet.runs`, keyed by stack id (the downstream
 //!    contract), and a `DeliveryEvent` to `inlet.deliveries`;
-//! 4. [`telemetry`]: one event per trigger writes its log line and counters.
+//! 4. `telemetry`: one event per trigger writes its log line and counters.
 //!
 //! Delivery guarantee: at-least-once; a replayed trigger yields the same `run_id`, on which
 //! downstream run schedulers deduplicate. Ordering: per stack.

@@ -2,11 +2,11 @@
 //!
 //! Reads come from this process's registry; writes append a command to `inlet.control` and answer
 //! once this process's fold applied it, with the fold's verdict. Every request is authenticated
-//! (the bootstrap key or an API key) and authorised against the space tree ([`crate::access`]):
+//! (the bootstrap key or an API key) and authorised against the space tree (`crate::access`):
 //! a resource the caller may not read answers 404, one it may read but not change answers 403.
 //!
-//! One file per resource: [`spaces`], [`integrations`], [`stacks`] (with manual runs), [`keys`];
-//! [`views`] holds request and response bodies, [`openapi`] the route table and the document
+//! One file per resource: `spaces`, `integrations`, `stacks` (with manual runs), `keys`;
+//! `views` holds request and response bodies, `openapi` the route table and the document
 //! generated from it.
 
 mod deliveries;
