@@ -171,6 +171,11 @@ pub fn config(cli: &Cli) -> anyhow::Result<Config> {
     {
         config.ingest.secrets_key = Some(inlet_core::secret::Secret::new(key));
     }
+    config.bitbucket.apply_allow_http_env(
+        std::env::var(inlet_core::config::BitbucketConfig::ALLOW_HTTP_ENV)
+            .ok()
+            .as_deref(),
+    )?;
     match &cli.command {
         Command::Dev(args) => {
             args.kafka.apply(&mut config);

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use inlet_bitbucket::client::Client as BitbucketClient;
 use inlet_control::StageDeps;
 use inlet_control::control_log::ControlLog;
 use inlet_control::crypto::SecretsKey;
@@ -15,6 +16,7 @@ use inlet_core::kafka::{EmbeddedBroker, Kafka};
 use inlet_core::metrics::Metrics;
 use inlet_core::output::Outputs;
 use inlet_core::pipeline::StageDeps as PipelineDeps;
+use inlet_router::Deps as RouterDeps;
 
 use crate::cli::StageArgs;
 use inlet_core::ops::Ops;
@@ -183,6 +185,7 @@ async fn ingest_process(
             kafka: connected.kafka.clone(),
             webhooks_topic: connected.topics.webhooks(),
             deliveries_topic: connected.topics.deliveries(),
+            allow_http: config.bitbucket.allow_http,
         },
         control: connected.control.clone(),
     })
@@ -223,9 +226,25 @@ async fn stage_deps(
     })
 }
 
-async fn router_deps(config: &Config, connected: &Connected) -> anyhow::Result<StageDeps> {
+/// The router's dependencies; `secrets_key` opens integrations' access tokens for Bitbucket
+/// lookups (without it, path filters fail open).
+async fn router_deps(
+    config: &Config,
+    connected: &Connected,
+    secrets_key: Option<SecretsKey>,
+) -> anyhow::Result<RouterDeps<BitbucketClient>> {
     let topic = connected.topics.webhooks();
-    stage_deps(config, connected, &config.router.group_id, &topic).await
+    Ok(RouterDeps {
+        stage: stage_deps(config, connected, &config.router.group_id, &topic).await?,
+        changes: bitbucket_client(config, connected)?,
+        secrets_key,
+    })
+}
+
+/// The process's Bitbucket REST client.
+fn bitbucket_client(config: &Config, connected: &Connected) -> anyhow::Result<BitbucketClient> {
+    BitbucketClient::new(&config.bitbucket, connected.metrics.bitbucket.clone())
+        .context("setting up the Bitbucket client")
 }
 
 async fn workers_deps(config: &Config, connected: &Connected) -> anyhow::Result<StageDeps> {
@@ -326,7 +345,7 @@ pub async fn dev(
         (None, None)
     } else {
         (
-            Some(router_deps(&config, &connected).await?),
+            Some(router_deps(&config, &connected, Some(secrets_key.clone())).await?),
             Some(workers_deps(&config, &connected).await?),
         )
     };
@@ -486,9 +505,12 @@ async fn consuming(
     };
     let bootstrap = external_bootstrap(&config, name)?;
     let connected = connect(&config, &bootstrap, false, &shutdown).await?;
-    let deps = match stage {
-        Consuming::Router => router_deps(&config, &connected).await?,
-        Consuming::Workers => workers_deps(&config, &connected).await?,
+    let (router, workers) = match stage {
+        Consuming::Router => {
+            let key = SecretsKey::from_config(&config)?;
+            (Some(router_deps(&config, &connected, key).await?), None)
+        }
+        Consuming::Workers => (None, Some(workers_deps(&config, &connected).await?)),
     };
     let ops_listener = TcpListener::bind(args.metrics_addr)
         .await
@@ -511,9 +533,10 @@ async fn consuming(
         &stage_ready(&bootstrap, &connected.topics),
     )?;
     tracing::info!(operations = %ops_addr, "{name} ready");
-    match stage {
-        Consuming::Router => inlet_router::run(&config.router, deps, shutdown).await?,
-        Consuming::Workers => inlet_workers::run(&config.workers, deps, shutdown).await?,
+    if let Some(deps) = router {
+        inlet_router::run(&config.router, deps, shutdown).await?;
+    } else if let Some(deps) = workers {
+        inlet_workers::run(&config.workers, deps, shutdown).await?;
     }
     let _ = ops_task.await;
     let _ = connected.control_task.await;

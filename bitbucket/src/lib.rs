@@ -4,14 +4,20 @@
 //!
 //! - [`payload`]: the webhook payload model and its lenient parser (re-exported at the crate
 //!   root: [`parse`], [`Event`], [`events`]);
-//! - [`signature`]: `X-Hub-Signature` HMAC-SHA256 signing and constant-time verification.
+//! - [`signature`]: `X-Hub-Signature` HMAC-SHA256 signing and constant-time verification;
+//! - [`client`]: the REST client — the files a push or a pull request changed — bounded in time
+//!   and concurrency, retrying what is worth retrying, never paging forever;
+//! - [`fake`]: a fake Bitbucket Data Center server on loopback, for tests only.
 //!
-//! What enters: raw webhook bodies and their headers. What leaves: typed events, or a reason the
-//! body is not one. Nothing here touches Kafka or the control plane.
+//! What enters: raw webhook bodies and their headers; REST calls' parameters. What leaves: typed
+//! events, or a reason the body is not one; Bitbucket's answers, or a one-line reason there is
+//! none. Nothing here touches Kafka or the control plane.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod client;
+pub mod fake;
 pub mod payload;
 pub mod signature;
 

@@ -271,6 +271,7 @@ fn generate(stacks: usize) -> Log {
                 repository,
                 branch,
                 project_root: format!("environments/{}", ["prod", "staging", "dev"][index % 3]),
+                additional_project_globs: vec![],
                 labels: vec![
                     format!("team-{:02}", space),
                     ["terraform", "opentofu", "pulumi"][rng.below(3)].to_owned(),

@@ -164,6 +164,9 @@ pub struct StackSpec {
     pub branch: String,
     /// Directory inside the repository.
     pub project_root: String,
+    /// Globs of further paths whose changes affect the stack (DESIGN §5.1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub additional_project_globs: Vec<String>,
     /// Labels.
     pub labels: Vec<String>,
     /// Whether runs are blocked.
@@ -189,6 +192,9 @@ pub struct StackPatch {
     /// New project root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project_root: Option<String>,
+    /// New additional project globs (replacing the old list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_project_globs: Option<Vec<String>>,
     /// New labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,

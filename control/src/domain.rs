@@ -123,8 +123,11 @@ pub struct Stack {
     pub repository: String,
     /// The tracked branch: pushes to it request tracked runs, others proposed runs.
     pub branch: String,
-    /// Directory of the project inside the repository.
+    /// Directory of the project inside the repository (`""`: all of it), normalised.
     pub project_root: String,
+    /// Globs of further paths whose changes affect the stack.
+    #[serde(default)]
+    pub additional_project_globs: Vec<String>,
     /// Free-form labels.
     pub labels: Vec<String>,
     /// A disabled stack is matched but its runs are blocked.

@@ -363,7 +363,8 @@ impl Registry {
             integration: spec.integration.clone(),
             repository: spec.repository.clone(),
             branch: spec.branch.clone(),
-            project_root: spec.project_root.clone(),
+            project_root: validate_root(&spec.project_root)?,
+            additional_project_globs: validate_globs(&spec.additional_project_globs)?,
             labels: spec.labels.clone(),
             disabled: spec.disabled,
             integration_status: IntegrationStatus::Attached,
@@ -395,7 +396,10 @@ impl Registry {
             next.branch = branch.clone();
         }
         if let Some(root) = &patch.project_root {
-            next.project_root = root.clone();
+            next.project_root = validate_root(root)?;
+        }
+        if let Some(globs) = &patch.additional_project_globs {
+            next.additional_project_globs = validate_globs(globs)?;
         }
         if let Some(labels) = &patch.labels {
             next.labels = labels.clone();
@@ -575,6 +579,34 @@ fn validate_branch(branch: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
+/// The project root in its stored form (no leading or trailing `/`, no `.` or `..`).
+fn validate_root(root: &str) -> Result<String, Rejection> {
+    crate::paths::normalise_root(root)
+        .map_err(|problem| Rejection::invalid("project_root", format!("`{root}` {problem}")))
+}
+
+/// At most this many globs per stack: each is matched against every changed path.
+const MAX_GLOBS: usize = 100;
+
+/// Every glob compiles (the router matches with the same compiler).
+fn validate_globs(globs: &[String]) -> Result<Vec<String>, Rejection> {
+    if globs.len() > MAX_GLOBS {
+        return Err(Rejection::invalid(
+            "additional_project_globs",
+            format!("at most {MAX_GLOBS} globs"),
+        ));
+    }
+    for glob in globs {
+        crate::paths::compile_glob(glob).map_err(|problem| {
+            Rejection::invalid(
+                "additional_project_globs",
+                format!("`{glob}` is not a valid glob: {problem}"),
+            )
+        })?;
+    }
+    Ok(globs.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,6 +645,7 @@ mod tests {
                 repository: "INFRA/network".to_owned(),
                 branch: branch.to_owned(),
                 project_root: String::new(),
+                additional_project_globs: vec![],
                 labels: vec![],
                 disabled: false,
             },
@@ -749,6 +782,49 @@ mod tests {
         assert_eq!(rejected(&outcomes[3]).field, Some("repository"));
         assert_eq!(rejected(&outcomes[4]).field, Some("branch"));
         assert_eq!(rejected(&outcomes[5]).field, Some("space_id"));
+    }
+
+    /// Project roots are stored normalised; `..` roots and bad globs are refused naming the
+    /// field, on create and on update.
+    #[test]
+    fn path_fields_are_validated() {
+        let with = |id: &str, root: &str, globs: &[&str]| {
+            let mut command = stack(id, "root", "bb", "main");
+            if let ControlCommand::CreateStack { stack } = &mut command {
+                stack.project_root = root.to_owned();
+                stack.additional_project_globs = globs.iter().map(|g| (*g).to_owned()).collect();
+            }
+            command
+        };
+        let (registry, outcomes) = fold(vec![
+            create_integration("bb", "i1", "root", true),
+            with("s1", "/infra/app/", &["modules/**", "!**/*.md"]),
+            with("s2", "infra/../secrets", &[]),
+            with("s3", "", &["[unclosed"]),
+            ControlCommand::UpdateStack {
+                id: "s1".to_owned(),
+                patch: StackPatch {
+                    additional_project_globs: Some(vec!["{a,b".to_owned()]),
+                    ..StackPatch::default()
+                },
+            },
+        ]);
+        assert!(outcomes[1].is_ok());
+        let stored = registry.stack("s1").expect("s1");
+        assert_eq!(stored.project_root, "infra/app");
+        assert_eq!(
+            stored.additional_project_globs,
+            vec!["modules/**", "!**/*.md"]
+        );
+        assert_eq!(rejected(&outcomes[2]).field, Some("project_root"));
+        assert_eq!(
+            rejected(&outcomes[3]).field,
+            Some("additional_project_globs")
+        );
+        assert_eq!(
+            rejected(&outcomes[4]).field,
+            Some("additional_project_globs")
+        );
     }
 
     /// Deleting an integration detaches its stacks; re-creating the name does not re-attach them,

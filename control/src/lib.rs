@@ -5,6 +5,7 @@
 //! # Layout
 //!
 //! - [`domain`]: spaces, integrations, stacks, API keys; [`access`]: who may do what;
+//! - [`paths`]: which changed paths a stack covers (project root, globs);
 //! - [`commands`]: the commands of the `inlet.control` log;
 //! - [`fold`]: the deterministic fold of those commands into the [`registry::Registry`];
 //! - [`registry`]: the folded state and its indexed queries;
@@ -27,6 +28,7 @@ pub mod crypto;
 pub mod deliveries;
 pub mod domain;
 pub mod fold;
+pub mod paths;
 pub mod registry;
 
 #[cfg(any(test, feature = "testing"))]

@@ -63,6 +63,7 @@ pub fn stack(id: &str, integration: &str, repository: &str, branch: &str) -> Sta
         repository: repository.to_owned(),
         branch: branch.to_owned(),
         project_root: String::new(),
+        additional_project_globs: vec![],
         labels: vec![],
         disabled: false,
     }

@@ -26,6 +26,8 @@ pub struct Config {
     pub workers: StageConfig,
     /// Logging.
     pub log: LogConfig,
+    /// The Bitbucket REST client (changed files, later build statuses and webhooks).
+    pub bitbucket: BitbucketConfig,
     /// Seconds a stage may take to drain in-flight work on SIGTERM/Ctrl-C before it exits anyway.
     pub shutdown_timeout_secs: u64,
 }
@@ -44,6 +46,7 @@ impl Default for Config {
                 max_in_flight: 1024,
             },
             log: LogConfig::default(),
+            bitbucket: BitbucketConfig::default(),
             shutdown_timeout_secs: 20,
         }
     }
@@ -182,6 +185,120 @@ pub enum LogFormat {
     Json,
 }
 
+/// The Bitbucket Data Center REST client: transport security, time and concurrency bounds, paging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BitbucketConfig {
+    /// Allow `http://` Bitbucket base URLs (labs and tests only: the access token travels in
+    /// clear). `INLET_BITBUCKET_ALLOW_HTTP=true` sets it.
+    pub allow_http: bool,
+    /// A PEM file of extra CA certificates trusted besides the platform's roots, for on-premises
+    /// servers signed by a private CA.
+    pub ca_bundle_file: Option<PathBuf>,
+    /// Milliseconds to establish a TCP connection to Bitbucket.
+    pub connect_timeout_ms: u64,
+    /// Milliseconds one client call may take in all: every page, retry and wait included.
+    pub call_timeout_ms: u64,
+    /// Most requests in flight at once to one Bitbucket host (`host:port`).
+    pub max_concurrency_per_host: usize,
+    /// Retries of a request after a 429, a 5xx or a connection error (so at most
+    /// `max_retries + 1` attempts); other 4xx are never retried.
+    pub max_retries: u32,
+    /// Most pages one paged call reads; a longer list is reported truncated.
+    pub max_pages: u32,
+    /// Items asked for per page of `compare/changes`.
+    pub page_limit: u32,
+}
+
+impl Default for BitbucketConfig {
+    fn default() -> Self {
+        BitbucketConfig {
+            allow_http: false,
+            ca_bundle_file: None,
+            connect_timeout_ms: 2_000,
+            call_timeout_ms: 10_000,
+            max_concurrency_per_host: 16,
+            max_retries: 3,
+            max_pages: 100,
+            page_limit: 500,
+        }
+    }
+}
+
+impl BitbucketConfig {
+    /// The environment variable that sets [`BitbucketConfig::allow_http`].
+    pub const ALLOW_HTTP_ENV: &'static str = "INLET_BITBUCKET_ALLOW_HTTP";
+
+    /// Applies the value of [`Self::ALLOW_HTTP_ENV`] (`None` or empty: unset, the file's value
+    /// stays): `true`/`1`/`yes` or `false`/`0`/`no`, any case.
+    pub fn apply_allow_http_env(&mut self, value: Option<&str>) -> Result<(), ConfigError> {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(());
+        };
+        self.allow_http = match value.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: Self::ALLOW_HTTP_ENV,
+                    problem: "must be true or false".to_owned(),
+                });
+            }
+        };
+        Ok(())
+    }
+
+    /// Checks the ranges (called by [`Config::validate`]).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        if !(1..=600_000).contains(&self.call_timeout_ms) {
+            return invalid(
+                "bitbucket.call_timeout_ms",
+                "must be between 1 and 600000".to_owned(),
+            );
+        }
+        if !(1..=self.call_timeout_ms).contains(&self.connect_timeout_ms) {
+            return invalid(
+                "bitbucket.connect_timeout_ms",
+                format!(
+                    "must be between 1 and bitbucket.call_timeout_ms ({})",
+                    self.call_timeout_ms
+                ),
+            );
+        }
+        if !(1..=4_096).contains(&self.max_concurrency_per_host) {
+            return invalid(
+                "bitbucket.max_concurrency_per_host",
+                "must be between 1 and 4096".to_owned(),
+            );
+        }
+        if self.max_retries > 10 {
+            return invalid("bitbucket.max_retries", "must be at most 10".to_owned());
+        }
+        if !(1..=10_000).contains(&self.max_pages) {
+            return invalid(
+                "bitbucket.max_pages",
+                "must be between 1 and 10000".to_owned(),
+            );
+        }
+        if !(1..=10_000).contains(&self.page_limit) {
+            return invalid(
+                "bitbucket.page_limit",
+                "must be between 1 and 10000".to_owned(),
+            );
+        }
+        if let Some(path) = &self.ca_bundle_file
+            && !path.is_file()
+        {
+            return invalid(
+                "bitbucket.ca_bundle_file",
+                format!("{} is not a readable file", path.display()),
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A configuration problem, naming the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -291,6 +408,7 @@ impl Config {
         {
             return invalid("ingest.admin_key", "must be at least 16 characters");
         }
+        self.bitbucket.validate()?;
         // Its format is checked by `SecretsKey::from_config` (inlet-control) at startup.
         self.secrets_key_text()?;
         Ok(())
@@ -402,5 +520,77 @@ mod tests {
         config.ingest.admin_key = Some(Secret::new("short"));
         let err = config.validate().expect_err("short key");
         assert!(!err.to_string().contains("short\""), "no secret in errors");
+    }
+
+    /// The Bitbucket client's defaults, its file table, its range checks and its env variable.
+    #[test]
+    fn bitbucket_section() {
+        let defaults = BitbucketConfig::default();
+        assert!(!defaults.allow_http);
+        assert_eq!(
+            (
+                defaults.connect_timeout_ms,
+                defaults.call_timeout_ms,
+                defaults.max_concurrency_per_host,
+                defaults.max_retries,
+                defaults.max_pages,
+                defaults.page_limit,
+            ),
+            (2_000, 10_000, 16, 3, 100, 500)
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("inlet.toml");
+        std::fs::write(&path, "[bitbucket]\nallow_http = true\nmax_retries = 1\n").expect("write");
+        let config = Config::load(Some(&path)).expect("load");
+        assert!(config.bitbucket.allow_http);
+        assert_eq!(config.bitbucket.max_retries, 1);
+        assert_eq!(config.bitbucket.page_limit, 500);
+        std::fs::write(&path, "[bitbucket]\nallow_htp = true\n").expect("write");
+        let err = Config::load(Some(&path)).expect_err("unknown key");
+        assert!(err.to_string().contains("allow_htp"), "{err}");
+
+        for (change, key) in [
+            (
+                (|c: &mut BitbucketConfig| c.call_timeout_ms = 0) as fn(&mut BitbucketConfig),
+                "bitbucket.call_timeout_ms",
+            ),
+            (
+                |c| c.connect_timeout_ms = c.call_timeout_ms + 1,
+                "bitbucket.connect_timeout_ms",
+            ),
+            (
+                |c| c.max_concurrency_per_host = 0,
+                "bitbucket.max_concurrency_per_host",
+            ),
+            (|c| c.max_retries = 11, "bitbucket.max_retries"),
+            (|c| c.max_pages = 0, "bitbucket.max_pages"),
+            (|c| c.page_limit = 0, "bitbucket.page_limit"),
+            (
+                |c| c.ca_bundle_file = Some(PathBuf::from("/nonexistent/ca.pem")),
+                "bitbucket.ca_bundle_file",
+            ),
+        ] {
+            let mut config = Config::default();
+            change(&mut config.bitbucket);
+            let err = config.validate().expect_err(key);
+            assert!(err.to_string().contains(key), "{err}");
+        }
+
+        let mut config = BitbucketConfig::default();
+        config.apply_allow_http_env(Some("TRUE")).expect("true");
+        assert!(config.allow_http);
+        config.apply_allow_http_env(None).expect("unset");
+        config.apply_allow_http_env(Some("")).expect("empty");
+        assert!(config.allow_http, "unset and empty keep the value");
+        config.apply_allow_http_env(Some("0")).expect("false");
+        assert!(!config.allow_http);
+        let err = config
+            .apply_allow_http_env(Some("maybe"))
+            .expect_err("not a boolean");
+        assert!(
+            err.to_string().contains("INLET_BITBUCKET_ALLOW_HTTP"),
+            "{err}"
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! inlet-core: what every stage shares, and nothing about Bitbucket or the control plane.
+//! inlet-core: what every stage shares, and nothing about Bitbucket payloads or the control plane
+//! (it names Bitbucket only in the client's config and metric labels).
 //!
 //! # Layout
 //!

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// What became of one webhook request.
@@ -115,6 +115,164 @@ pub struct KafkaMetrics {
     pub broker_rtt_seconds: prometheus::GaugeVec,
 }
 
+/// A Bitbucket REST endpoint inlet calls: the `endpoint` label of `inlet_bitbucket_*`.
+///
+/// Add a variant (and its entry in [`BitbucketEndpoint::ALL`]) for each new endpoint the client
+/// learns (build statuses, webhooks, branches, pull requests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BitbucketEndpoint {
+    /// `GET …/compare/changes`: files changed between two commits.
+    CompareChanges,
+    /// `GET …/pull-requests/{id}/changes`: files changed by a pull request.
+    PullRequestChanges,
+}
+
+impl BitbucketEndpoint {
+    /// Every endpoint, so each series exists (at zero) from the start.
+    pub const ALL: &'static [BitbucketEndpoint] = &[
+        BitbucketEndpoint::CompareChanges,
+        BitbucketEndpoint::PullRequestChanges,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BitbucketEndpoint::CompareChanges => "compare_changes",
+            BitbucketEndpoint::PullRequestChanges => "pull_request_changes",
+        }
+    }
+}
+
+/// What became of one Bitbucket client call (all its pages and retries): the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BitbucketOutcome {
+    /// Answered 2xx with a readable body.
+    Ok,
+    /// A 4xx other than 429 (never retried).
+    ClientError,
+    /// A 5xx after every retry, or a 2xx body inlet cannot read.
+    ServerError,
+    /// 429 after every retry, or a `Retry-After` beyond the deadline.
+    RateLimited,
+    /// The call's deadline passed.
+    Timeout,
+    /// Connection, TLS or protocol errors after every retry.
+    Transport,
+    /// Refused before any request: an `http://` URL without `allow_http`, a `private://` host,
+    /// a malformed base URL or token.
+    NotAllowed,
+}
+
+impl BitbucketOutcome {
+    /// Every outcome, so each series exists (at zero) from the start.
+    pub const ALL: &'static [BitbucketOutcome] = &[
+        BitbucketOutcome::Ok,
+        BitbucketOutcome::ClientError,
+        BitbucketOutcome::ServerError,
+        BitbucketOutcome::RateLimited,
+        BitbucketOutcome::Timeout,
+        BitbucketOutcome::Transport,
+        BitbucketOutcome::NotAllowed,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BitbucketOutcome::Ok => "ok",
+            BitbucketOutcome::ClientError => "client_error",
+            BitbucketOutcome::ServerError => "server_error",
+            BitbucketOutcome::RateLimited => "rate_limited",
+            BitbucketOutcome::Timeout => "timeout",
+            BitbucketOutcome::Transport => "transport",
+            BitbucketOutcome::NotAllowed => "not_allowed",
+        }
+    }
+}
+
+/// The Bitbucket REST client's metrics (any stage that calls Bitbucket).
+#[derive(Clone)]
+pub struct BitbucketMetrics {
+    /// `inlet_bitbucket_calls_total{endpoint, outcome}`: client calls by their final outcome (a
+    /// paged call with its retries is one call).
+    pub calls: IntCounterVec,
+    /// `inlet_bitbucket_call_duration_seconds{endpoint}`: a whole call, pages, retries and waits
+    /// included.
+    pub call_seconds: HistogramVec,
+    /// `inlet_bitbucket_retries_total{endpoint}`: requests sent again after a 429, a 5xx or a
+    /// connection error.
+    pub retries: IntCounterVec,
+    /// `inlet_bitbucket_rate_limited_seconds_total{endpoint}`: time spent waiting on 429
+    /// `Retry-After`.
+    pub rate_limited_seconds: CounterVec,
+}
+
+impl BitbucketMetrics {
+    fn new() -> BitbucketMetrics {
+        let metrics = BitbucketMetrics {
+            calls: counter_vec(
+                "inlet_bitbucket_calls_total",
+                "Bitbucket REST client calls by endpoint and final outcome.",
+                &["endpoint", "outcome"],
+            ),
+            call_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "inlet_bitbucket_call_duration_seconds",
+                    "Duration of Bitbucket REST client calls, pages, retries and waits included.",
+                )
+                .buckets(latency_buckets()),
+                &["endpoint"],
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+            retries: counter_vec(
+                "inlet_bitbucket_retries_total",
+                "Bitbucket requests sent again after a 429, a 5xx or a connection error.",
+                &["endpoint"],
+            ),
+            rate_limited_seconds: CounterVec::new(
+                Opts::new(
+                    "inlet_bitbucket_rate_limited_seconds_total",
+                    "Seconds spent waiting on Bitbucket's Retry-After.",
+                ),
+                &["endpoint"],
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+        };
+        // Every series exists from the start, so dashboards and rates see zero, not nothing.
+        for endpoint in BitbucketEndpoint::ALL {
+            let label = endpoint.as_str();
+            for outcome in BitbucketOutcome::ALL {
+                metrics.calls.with_label_values(&[label, outcome.as_str()]);
+            }
+            metrics.call_seconds.with_label_values(&[label]);
+            metrics.retries.with_label_values(&[label]);
+            metrics.rate_limited_seconds.with_label_values(&[label]);
+        }
+        metrics
+    }
+
+    /// Records one finished call.
+    pub fn call(&self, endpoint: BitbucketEndpoint, outcome: BitbucketOutcome, seconds: f64) {
+        self.calls
+            .with_label_values(&[endpoint.as_str(), outcome.as_str()])
+            .inc();
+        self.call_seconds
+            .with_label_values(&[endpoint.as_str()])
+            .observe(seconds);
+    }
+
+    /// Records one retry.
+    pub fn retry(&self, endpoint: BitbucketEndpoint) {
+        self.retries.with_label_values(&[endpoint.as_str()]).inc();
+    }
+
+    /// Records time waited on a `Retry-After`.
+    pub fn rate_limited(&self, endpoint: BitbucketEndpoint, seconds: f64) {
+        self.rate_limited_seconds
+            .with_label_values(&[endpoint.as_str()])
+            .inc_by(seconds);
+    }
+}
+
 /// Every metric of a process.
 #[derive(Clone)]
 pub struct Metrics {
@@ -132,6 +290,8 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     /// Kafka client statistics.
     pub kafka: KafkaMetrics,
+    /// The Bitbucket REST client.
+    pub bitbucket: BitbucketMetrics,
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -306,6 +466,7 @@ impl Metrics {
             )
             .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
         };
+        let bitbucket = BitbucketMetrics::new();
         for collector in [
             Box::new(kafka.producer_queue_messages.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(kafka.transmit_errors.clone()),
@@ -323,6 +484,10 @@ impl Metrics {
             Box::new(control.end_offset.clone()),
             Box::new(control.commands.clone()),
             Box::new(control.entities.clone()),
+            Box::new(bitbucket.calls.clone()),
+            Box::new(bitbucket.call_seconds.clone()),
+            Box::new(bitbucket.retries.clone()),
+            Box::new(bitbucket.rate_limited_seconds.clone()),
         ] {
             registry
                 .register(collector)
@@ -336,6 +501,7 @@ impl Metrics {
             control,
             consumer_lag,
             kafka,
+            bitbucket,
         })
     }
 
@@ -367,5 +533,47 @@ mod tests {
             "inlet_ingest_requests_total{event=\"repo:refs_changed\",integration=\"bb\",outcome=\"accepted\"} 1"
         ), "{text}");
         assert!(text.contains("inlet_ingest_in_flight_requests 0"));
+    }
+
+    /// Every Bitbucket series is exported at zero before any call, and moves when recorded.
+    #[test]
+    fn bitbucket_series_exist_from_the_start() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        for endpoint in BitbucketEndpoint::ALL {
+            let endpoint = endpoint.as_str();
+            for outcome in BitbucketOutcome::ALL {
+                let outcome = outcome.as_str();
+                let series = format!(
+                    "inlet_bitbucket_calls_total{{endpoint=\"{endpoint}\",outcome=\"{outcome}\"}} 0"
+                );
+                assert!(text.contains(&series), "{series}\n{text}");
+            }
+            for name in [
+                "inlet_bitbucket_retries_total",
+                "inlet_bitbucket_rate_limited_seconds_total",
+                "inlet_bitbucket_call_duration_seconds_count",
+            ] {
+                let series = format!("{name}{{endpoint=\"{endpoint}\"}} 0");
+                assert!(text.contains(&series), "{series}\n{text}");
+            }
+        }
+        let bitbucket = &metrics.bitbucket;
+        bitbucket.call(
+            BitbucketEndpoint::CompareChanges,
+            BitbucketOutcome::RateLimited,
+            1.5,
+        );
+        bitbucket.retry(BitbucketEndpoint::CompareChanges);
+        bitbucket.rate_limited(BitbucketEndpoint::CompareChanges, 1.25);
+        let text = metrics.render();
+        for series in [
+            "inlet_bitbucket_calls_total{endpoint=\"compare_changes\",outcome=\"rate_limited\"} 1",
+            "inlet_bitbucket_retries_total{endpoint=\"compare_changes\"} 1",
+            "inlet_bitbucket_rate_limited_seconds_total{endpoint=\"compare_changes\"} 1.25",
+            "inlet_bitbucket_call_duration_seconds_count{endpoint=\"compare_changes\"} 1",
+        ] {
+            assert!(text.contains(series), "{series}\n{text}");
+        }
     }
 }

@@ -7,7 +7,8 @@
 //! A record the handler cannot process ([`Poison`]) goes to the dead-letter topic with its key,
 //! value and headers plus `inlet-error*` headers, and the partition moves on.
 //!
-//! Outputs are handed to the producer in input order, so per-key order carries from input to output.
+//! Inputs are handled concurrently, but outputs are handed to the producer in input order, so
+//! per-key order carries from input to output.
 //! A delivery that fails after librdkafka's own retries is re-sent until it succeeds; only that rare
 //! re-send can land after a later record of the same key.
 
@@ -101,9 +102,14 @@ struct Position {
 }
 
 /// Consumes `deps.consumer` (already subscribed) until `shutdown`, producing each input's outputs
-/// and storing offsets in order as outputs are acknowledged. At most `max_in_flight` inputs await
-/// acknowledgement at once. On shutdown it stops consuming, waits up to `deps.drain` for in-flight
-/// outputs, stores their offsets and commits.
+/// and storing offsets in order as outputs are acknowledged.
+///
+/// Inputs are handled concurrently (a handler may wait on a lookup, e.g. the router asking
+/// Bitbucket for changed files), but their outputs are handed to the producer strictly in input
+/// order, so one key's records never overtake each other. At most `max_in_flight` inputs are
+/// being handled or await acknowledgement at once. On shutdown it stops consuming, drops what is
+/// still being handled (it will be replayed), waits up to `deps.drain` for the outputs already
+/// handed over, stores their offsets and commits.
 pub async fn run<H: Handler>(
     deps: StageDeps,
     handler: H,
@@ -121,7 +127,8 @@ pub async fn run<H: Handler>(
     let reported = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
     lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut in_flight = FuturesOrdered::new();
+    let mut handling = FuturesOrdered::new();
+    let mut confirming = FuturesOrdered::new();
     loop {
         tokio::select! {
             biased;
@@ -132,12 +139,15 @@ pub async fn run<H: Handler>(
                 // Metadata calls block inside librdkafka.
                 tokio::task::spawn_blocking(move || record_lag(&consumer, &metrics, name, &reported));
             }
-            Some(position) = in_flight.next(), if !in_flight.is_empty() => {
+            Some(position) = confirming.next(), if !confirming.is_empty() => {
                 store(&consumer, &position);
             }
-            message = consumer.recv(), if in_flight.len() < max_in_flight => {
+            Some((position, outputs)) = handling.next(), if !handling.is_empty() => {
+                confirming.push_back(stage.hand_over(position, outputs).await);
+            }
+            message = consumer.recv(), if handling.len() + confirming.len() < max_in_flight => {
                 match message {
-                    Ok(message) => in_flight.push_back(stage.process(message.detach()).await),
+                    Ok(message) => handling.push_back(stage.handle(message.detach())),
                     Err(err) => {
                         tracing::warn!(error = %err, "consume failed; retrying");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -146,7 +156,8 @@ pub async fn run<H: Handler>(
             }
         }
     }
-    drain_and_commit(consumer, in_flight, deps.drain).await;
+    drop(handling);
+    drain_and_commit(consumer, confirming, deps.drain).await;
     Ok(())
 }
 
@@ -173,15 +184,24 @@ struct Stage<H> {
 }
 
 impl<H: Handler> Stage<H> {
-    /// Handles one input and hands its outputs to the producer, in input order; the returned
-    /// future resolves to the input's position once every output was acknowledged.
-    async fn process(&self, message: OwnedMessage) -> impl Future<Output = Position> + use<H> {
+    /// Handles one input: its position and outputs.
+    async fn handle(&self, message: OwnedMessage) -> (Position, Vec<Output>) {
+        let outputs = self.outputs_of(&message).await;
         let position = Position {
             topic: message.topic().to_owned(),
             partition: message.partition(),
             offset: message.offset(),
         };
-        let outputs = self.outputs_of(&message).await;
+        (position, outputs)
+    }
+
+    /// Hands an input's outputs to the producer (called in input order); the returned future
+    /// resolves to the input's position once every output was acknowledged.
+    async fn hand_over(
+        &self,
+        position: Position,
+        outputs: Vec<Output>,
+    ) -> impl Future<Output = Position> + use<H> {
         let mut deliveries = Vec::with_capacity(outputs.len());
         for output in outputs {
             let delivery = enqueue(&self.outputs, &output, &self.shutdown).await;

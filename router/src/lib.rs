@@ -10,6 +10,8 @@
 //!    within the last hour unless it is a redelivery (`Router::is_duplicate`) → parse the event
 //!    (an event key inlet does not handle is recorded as ignored) → the trigger rules of
 //!    `route`;
+//!    → path filters of [`filter`]: ask Bitbucket which files the change touched and keep the
+//!    stacks whose project root or globs cover one;
 //! 3. `Router::outputs`: each `StackTrigger` to `inlet.triggers`, keyed by stack id, and one
 //!    `DeliveryEvent` saying what was routed or ignored, and why, to `inlet.deliveries`;
 //! 4. `telemetry`: one event per record writes its log line and counters.
@@ -22,6 +24,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod filter;
 pub mod route;
 pub mod telemetry;
 
@@ -31,6 +34,7 @@ use std::time::{Duration, Instant};
 use inlet_bitbucket::{self as bitbucket, Event};
 use inlet_control::StageDeps;
 use inlet_control::control_log::{CONTROL_WAIT, ControlLog};
+use inlet_control::crypto::SecretsKey;
 use inlet_core::CancellationToken;
 use inlet_core::config::StageConfig;
 use inlet_core::dedup::SeenWindow;
@@ -45,6 +49,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
 use tracing::Instrument;
 
+use crate::filter::{ChangesSource, PathFilters};
 use crate::route::{IgnoredReason, Routed, route_pull_request, route_push};
 use crate::telemetry::{Routing, RoutingOutcome};
 
@@ -54,33 +59,49 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(60 * 60);
 const DUPLICATE_CAPACITY: usize = 200_000;
 
 /// What the stage runs with, built by the caller.
-pub type Deps = StageDeps;
-
-/// Routes until `shutdown`, then drains in-flight outputs and commits.
-pub async fn run(
-    config: &StageConfig,
-    deps: Deps,
-    shutdown: CancellationToken,
-) -> Result<(), KafkaError> {
-    let handler = Router {
-        metrics: deps.pipeline.metrics.router.clone(),
-        control: deps.control,
-        triggers_topic: deps.pipeline.topics.triggers(),
-        deliveries_topic: deps.pipeline.topics.deliveries(),
-        seen: Mutex::new(SeenWindow::new(DUPLICATE_WINDOW, DUPLICATE_CAPACITY)),
-    };
-    pipeline::run_stage(deps.pipeline, handler, config, shutdown).await
+pub struct Deps<S> {
+    /// The consume loop's clients and this process's control fold.
+    pub stage: StageDeps,
+    /// Where changed files are asked for (the Bitbucket REST client).
+    pub changes: S,
+    /// Opens integrations' access tokens; without it path filters fail open.
+    pub secrets_key: Option<SecretsKey>,
 }
 
-struct Router {
+/// Routes until `shutdown`, then drains in-flight outputs and commits.
+pub async fn run<S: ChangesSource>(
+    config: &StageConfig,
+    deps: Deps<S>,
+    shutdown: CancellationToken,
+) -> Result<(), KafkaError> {
+    if deps.secrets_key.is_none() {
+        tracing::warn!(
+            "the router has no secrets key: it cannot ask Bitbucket for changed files, so every \
+             stack of a repository is treated as affected (set INLET_SECRETS_KEY)"
+        );
+    }
+    let stage = deps.stage;
+    let handler = Router {
+        metrics: stage.pipeline.metrics.router.clone(),
+        control: stage.control,
+        filters: PathFilters::new(deps.changes, deps.secrets_key),
+        triggers_topic: stage.pipeline.topics.triggers(),
+        deliveries_topic: stage.pipeline.topics.deliveries(),
+        seen: Mutex::new(SeenWindow::new(DUPLICATE_WINDOW, DUPLICATE_CAPACITY)),
+    };
+    pipeline::run_stage(stage.pipeline, handler, config, shutdown).await
+}
+
+struct Router<S> {
     metrics: RouterMetrics,
     control: ControlLog,
+    filters: PathFilters<S>,
     triggers_topic: String,
     deliveries_topic: String,
     seen: Mutex<SeenWindow>,
 }
 
-impl Handler for Router {
+impl<S: ChangesSource> Handler for Router<S> {
     fn stage(&self) -> Stage {
         Stage::Router
     }
@@ -113,7 +134,7 @@ impl Handler for Router {
     }
 }
 
-impl Router {
+impl<S: ChangesSource> Router<S> {
     /// Routes one delivery: its outputs, or why it is poison.
     async fn route(
         &self,
@@ -153,7 +174,13 @@ impl Router {
                     });
                 }
             };
-        let routed = self.apply_rules(delivery, &event);
+        let mut routed = self.apply_rules(delivery, &event);
+        let filtered = self
+            .filters
+            .apply(&self.control, &delivery.integration, &mut routed)
+            .await;
+        record.reasons = filtered.reasons.clone();
+        routing.filtered = filtered;
         Ok(self.outputs(message, routed, record, routing))
     }
 
@@ -188,11 +215,12 @@ impl Router {
         mut record: DeliveryEvent,
         routing: &mut Routing,
     ) -> Vec<Output> {
-        record.reasons = routed
-            .ignored
-            .iter()
-            .map(|(reference, reason)| format!("{}: {reference}", reason.as_str()))
-            .collect();
+        record.reasons.extend(
+            routed
+                .ignored
+                .iter()
+                .map(|(reference, reason)| format!("{}: {reference}", reason.as_str())),
+        );
         if routed.triggers.is_empty() {
             record.outcome = DeliveryOutcome::Ignored;
             routing.outcome = RoutingOutcome::Ignored;

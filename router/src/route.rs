@@ -45,13 +45,54 @@ impl IgnoredReason {
     }
 }
 
+/// How to learn which files a change touched (DESIGN §5.1).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Lookup {
+    /// A push of a branch: `compare/changes?from={to_hash}&to={from_hash}`; `to` is `None` for a
+    /// new branch (compared against the default branch).
+    Compare {
+        /// The pushed commit.
+        from: String,
+        /// The commit the branch was at before, unless it is new.
+        to: Option<String>,
+    },
+    /// A pull request: `pull-requests/{id}/changes`, as of its latest source commit.
+    PullRequest {
+        /// Its id in the target repository.
+        id: u64,
+        /// Its latest source commit (what the answer depends on; part of the cache key).
+        at: String,
+    },
+}
+
+/// The triggers of one change that path filters apply to.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The ref or pull request, for the delivery log.
+    pub reference: String,
+    /// The repository the lookup goes to (`PROJECT/repo`).
+    pub repository: String,
+    /// What to ask Bitbucket.
+    pub lookup: Lookup,
+    /// Which of [`Routed::triggers`] the change produced.
+    pub triggers: std::ops::Range<usize>,
+}
+
 /// The triggers of one event and what was ignored, with the ref it concerned.
 #[derive(Debug, Default)]
 pub struct Routed {
     /// One per (stack, reason).
     pub triggers: Vec<StackTrigger>,
+    /// The changes the triggers came from, for path filtering; `/inlet preview` comments have
+    /// none (they are never filtered).
+    pub scopes: Vec<Scope>,
     /// Ignored parts: (ref, reason).
     pub ignored: Vec<(String, IgnoredReason)>,
+}
+
+/// A commit hash of all zeros: the "before" of a new branch.
+fn is_zero(hash: &str) -> bool {
+    !hash.is_empty() && hash.bytes().all(|b| b == b'0')
 }
 
 /// `repo:refs_changed`: every BRANCH change of type ADD or UPDATE triggers every stack on the
@@ -115,6 +156,16 @@ pub fn route_push(registry: &Registry, delivery: &Delivery, push: &RefsChanged) 
             routed
                 .ignored
                 .push((reference.id.clone(), IgnoredReason::NoStackOnRepository));
+        } else {
+            routed.scopes.push(Scope {
+                reference: reference.id.clone(),
+                repository: repository.clone(),
+                lookup: Lookup::Compare {
+                    from: change.to_hash.clone(),
+                    to: (!is_zero(&change.from_hash)).then(|| change.from_hash.clone()),
+                },
+                triggers: before..routed.triggers.len(),
+            });
         }
     }
     routed
@@ -142,8 +193,8 @@ pub fn route_pull_request(
     let target = pr.to_ref.branch();
     let reference = format!("pull-request/{}", pr.id);
     let ignore = |reason| Routed {
-        triggers: Vec::new(),
         ignored: vec![(reference.clone(), reason)],
+        ..Routed::default()
     };
     let (kind, named, salt) = match intent(action, event, &target) {
         Ok(intent) => intent,
@@ -184,8 +235,21 @@ pub fn route_pull_request(
     if triggers.is_empty() {
         return ignore(IgnoredReason::NoStackOnTarget);
     }
+    let scopes = match kind {
+        TriggerKind::PullRequest => vec![Scope {
+            reference: reference.clone(),
+            repository,
+            lookup: Lookup::PullRequest {
+                id: pr.id,
+                at: source.latest_commit.clone(),
+            },
+            triggers: 0..triggers.len(),
+        }],
+        _ => Vec::new(),
+    };
     Routed {
         triggers,
+        scopes,
         ignored: Vec::new(),
     }
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use inlet_bitbucket::event_label;
 use inlet_core::metrics::RouterMetrics;
 
+use crate::filter::Filtered;
 use crate::route::IgnoredReason;
 
 /// What became of one webhook record.
@@ -44,6 +45,8 @@ pub struct Routing {
     pub triggers: usize,
     /// What was ignored, per ref.
     pub ignored: Vec<(String, IgnoredReason)>,
+    /// What the path filters did.
+    pub filtered: Filtered,
 }
 
 impl Routing {
@@ -54,6 +57,7 @@ impl Routing {
             outcome: RoutingOutcome::Routed,
             triggers: 0,
             ignored: Vec::new(),
+            filtered: Filtered::default(),
         }
     }
 
@@ -64,6 +68,7 @@ impl Routing {
             outcome: RoutingOutcome::DeadLettered,
             triggers: 0,
             ignored: Vec::new(),
+            filtered: Filtered::default(),
         }
     }
 
@@ -71,6 +76,13 @@ impl Routing {
     pub fn emit(&self, metrics: &RouterMetrics, started: Instant) {
         for (reference, reason) in &self.ignored {
             tracing::info!(%reference, reason = reason.as_str(), "ignored");
+        }
+        for reason in &self.filtered.reasons {
+            if reason.starts_with("changes_") {
+                tracing::warn!(%reason, "changed files unavailable; every stack of the change kept");
+            } else {
+                tracing::debug!(%reason, "path filter");
+            }
         }
         match self.outcome {
             RoutingOutcome::Duplicate => {

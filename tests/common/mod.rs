@@ -49,6 +49,7 @@ impl Inlet {
             .env_remove("INLET_ADMIN_KEY")
             .env_remove("INLET_SECRETS_KEY")
             .env_remove("INLET_KAFKA_BOOTSTRAP_SERVERS")
+            .env_remove("INLET_BITBUCKET_ALLOW_HTTP")
             .env("INLET_LOG", "info,inlet_core=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"));

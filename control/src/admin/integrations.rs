@@ -123,11 +123,25 @@ impl Admin {
         })
     }
 
+    /// `http://` Bitbucket hosts only where the operator allowed them (labs, tests): the access
+    /// token would cross the network in clear text.
+    fn check_scheme(&self, url: &str) -> Result<(), ApiError> {
+        if url.starts_with("http://") && !self.deps.allow_http {
+            return Err(ApiError::invalid(
+                "api_host_url",
+                "http:// sends the access token in clear text; use https:// (or set \
+                 INLET_BITBUCKET_ALLOW_HTTP=true for a lab or test Bitbucket)",
+            ));
+        }
+        Ok(())
+    }
+
     pub(super) async fn create_integration(
         &self,
         principal: &Principal,
         body: CreateIntegration,
     ) -> Answer {
+        self.check_scheme(&body.api_host_url)?;
         let is_default = body.is_default.unwrap_or(false);
         let space_id = match (is_default, body.space_id) {
             (true, Some(space)) if space != ROOT_SPACE => {
@@ -186,6 +200,9 @@ impl Admin {
         name: &str,
         body: UpdateIntegration,
     ) -> Answer {
+        if let Some(url) = &body.api_host_url {
+            self.check_scheme(url)?;
+        }
         let patch = {
             let registry = self.control.read();
             let integration = administered(principal, &registry, name, "changing an integration")?;

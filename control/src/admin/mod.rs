@@ -71,6 +71,8 @@ pub struct AdminDeps {
     pub webhooks_topic: String,
     /// Where delivery events go.
     pub deliveries_topic: String,
+    /// Whether integrations may point at an `http://` Bitbucket.
+    pub allow_http: bool,
 }
 
 /// Serves the admin API on `listener` until `shutdown`, then drains it for at most `drain`.

@@ -122,6 +122,7 @@ impl Admin {
             repository: body.repository,
             branch: short_branch(body.branch),
             project_root: body.project_root.unwrap_or_default(),
+            additional_project_globs: body.additional_project_globs.unwrap_or_default(),
             labels: body.labels.unwrap_or_default(),
             disabled: body.disabled.unwrap_or(false),
         };
@@ -153,6 +154,7 @@ impl Admin {
             repository: body.repository,
             branch: body.branch.map(short_branch),
             project_root: body.project_root,
+            additional_project_globs: body.additional_project_globs,
             labels: body.labels,
             disabled: body.disabled,
         };

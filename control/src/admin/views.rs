@@ -298,8 +298,13 @@ pub struct CreateStack {
     pub repository: String,
     /// Tracked branch (`main` or `refs/heads/main`).
     pub branch: String,
-    /// Directory inside the repository.
+    /// Directory inside the repository whose changes affect the stack (`""`, the default: all of
+    /// it); compared by whole path components.
     pub project_root: Option<String>,
+    /// Further paths whose changes affect the stack, as globs relative to the repository root:
+    /// `*` and `?` within a segment, `**` across, `{a,b}`, `[ab]`, a leading `!` excludes what
+    /// earlier globs matched.
+    pub additional_project_globs: Option<Vec<String>>,
     /// Labels.
     pub labels: Option<Vec<String>>,
     /// Block its runs.
@@ -320,6 +325,8 @@ pub struct UpdateStack {
     pub branch: Option<String>,
     /// New project root.
     pub project_root: Option<String>,
+    /// New additional project globs (replacing the old list).
+    pub additional_project_globs: Option<Vec<String>>,
     /// New labels.
     pub labels: Option<Vec<String>>,
     /// Enable or disable.
@@ -353,8 +360,10 @@ pub struct StackView {
     pub repository: String,
     /// Tracked branch.
     pub branch: String,
-    /// Directory inside the repository.
+    /// Directory inside the repository (`""`: all of it).
     pub project_root: String,
+    /// Further paths whose changes affect the stack.
+    pub additional_project_globs: Vec<String>,
     /// Labels.
     pub labels: Vec<String>,
     /// Whether runs are blocked.
@@ -375,6 +384,7 @@ impl From<&Stack> for StackView {
             repository: s.repository.clone(),
             branch: s.branch.clone(),
             project_root: s.project_root.clone(),
+            additional_project_globs: s.additional_project_globs.clone(),
             labels: s.labels.clone(),
             disabled: s.disabled,
         }
