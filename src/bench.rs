@@ -82,6 +82,10 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// In-process: give every stack a project root and answer the router's changed-files lookups
+    /// from a fake Bitbucket that takes this many milliseconds per request (path filters on).
+    #[arg(long, value_name = "MS", conflicts_with = "url")]
+    pub bitbucket_latency_ms: Option<u64>,
     /// Profiling aid: skip the inlet phase and load only the bare loop (implies --compare).
     #[arg(long, hide = true)]
     pub baseline_only: bool,
@@ -93,6 +97,18 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         bail!("--concurrency, --repositories and --duration must be at least 1");
     }
     let shutdown = CancellationToken::new();
+    let fake = match args.bitbucket_latency_ms {
+        Some(ms) => {
+            let fake = inlet_bitbucket::fake::FakeBitbucket::start().await;
+            fake.set_delay(Duration::from_millis(ms));
+            // Every push touches the root all bench stacks share: each lookup keeps every stack.
+            fake.set_default_compare(vec![inlet_bitbucket::fake::FakeChange::modify(
+                "infra/main.tf",
+            )]);
+            Some(fake)
+        }
+        None => None,
+    };
     let (target, pipeline) = match (&args.url, &args.admin_url) {
         (Some(url), Some(admin_url)) => {
             let key = std::env::var("INLET_ADMIN_KEY")
@@ -108,6 +124,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         }
         _ => {
             let mut config = config.clone();
+            config.bitbucket.allow_http |= fake.is_some();
             config.ingest.webhook_addr = SocketAddr::from(([127, 0, 0, 1], 0));
             config.ingest.admin_addr = SocketAddr::from(([127, 0, 0, 1], 0));
             // Bench traffic is not capped by the in-flight limit it measures against.
@@ -133,7 +150,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         }
     };
 
-    let setup = Setup::create(&target, &args).await?;
+    let setup = Setup::create(&target, &args, fake.as_ref().map(|f| f.base_url())).await?;
     eprintln!(
         "bench: {} stacks on {} repositories ready; {} s warmup, {} s measured, {}, {} connections, {}-byte bodies",
         args.stacks,
@@ -174,7 +191,10 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         None
     };
 
+    let bitbucket_calls = fake.as_ref().map(|f| f.requests().len() as u64);
     let report = Report {
+        bitbucket_latency_ms: args.bitbucket_latency_ms,
+        bitbucket_calls,
         rate: args.rate,
         concurrency: args.concurrency,
         duration_secs: args.duration,
@@ -220,7 +240,13 @@ struct Setup {
 }
 
 impl Setup {
-    async fn create(target: &ReadyInfo, args: &BenchArgs) -> anyhow::Result<Setup> {
+    /// The bench's integration and stacks; with `bitbucket` (a fake's base URL) the integration
+    /// calls it and every stack has the project root `infra`, so each push costs a lookup.
+    async fn create(
+        target: &ReadyInfo,
+        args: &BenchArgs,
+        bitbucket: Option<String>,
+    ) -> anyhow::Result<Setup> {
         let admin = Admin {
             base: format!(
                 "{}/api/v1",
@@ -233,7 +259,9 @@ impl Setup {
             .call(
                 "POST",
                 "/integrations",
-                json!({"name": integration, "api_host_url": "https://bitbucket.example.com"}),
+                json!({"name": integration,
+                       "api_host_url": bitbucket.as_deref().unwrap_or("https://bitbucket.example.com"),
+                       "access_token": "bench-token"}),
                 201,
             )
             .await?;
@@ -253,6 +281,7 @@ impl Setup {
         // Stacks go in concurrently: the control log serialises them anyway.
         let next = Arc::new(AtomicU64::new(0));
         let mut workers = Vec::new();
+        let root = if bitbucket.is_some() { "infra" } else { "" };
         for _ in 0..32 {
             let (admin, next, integration) = (admin.clone(), next.clone(), integration.clone());
             let (stacks, repositories) = (args.stacks as u64, args.repositories as u64);
@@ -275,7 +304,7 @@ impl Setup {
                             json!({"id": format!("{integration}-{i}"), "name": format!("stack {i}"),
                                    "integration": integration,
                                    "repository": format!("BENCH/repo-{}", i % repositories),
-                                   "branch": branch}),
+                                   "branch": branch, "project_root": root}),
                             201,
                         )
                         .await?;
@@ -753,6 +782,10 @@ struct EndToEnd {
 
 #[derive(Debug, Serialize)]
 struct Report {
+    /// Latency of the fake Bitbucket answering path-filter lookups, when one was used.
+    bitbucket_latency_ms: Option<u64>,
+    /// Requests the fake Bitbucket received (warmup included).
+    bitbucket_calls: Option<u64>,
     rate: u64,
     concurrency: usize,
     duration_secs: u64,
@@ -823,6 +856,13 @@ impl Report {
             println!(
                 "  decisions       {} ({:.0}/s from the first measured request to the last decision)",
                 e2e.decisions, e2e.decisions_per_sec
+            );
+        }
+        if let (Some(ms), Some(calls)) = (self.bitbucket_latency_ms, self.bitbucket_calls) {
+            println!(
+                "  bitbucket       {calls} changed-files calls at {ms} ms each, warmup included \
+                 ({:.2} per accepted webhook)",
+                calls as f64 / self.inlet.accepted.max(1) as f64
             );
         }
         if let Some(baseline) = &self.baseline {

@@ -128,6 +128,8 @@ impl FakeChange {
 struct State {
     /// (`PROJ/slug`, from, to) → changes.
     compares: HashMap<(String, String, Option<String>), Vec<FakeChange>>,
+    /// What any other compare answers (`None`: 404, as for an unknown commit).
+    default_compare: Option<Vec<FakeChange>>,
     /// (`PROJ/slug`, id) → changes, and whether Bitbucket cut the list.
     pull_request_changes: HashMap<(String, u64), (Vec<FakeChange>, bool)>,
     page_size: Option<usize>,
@@ -239,6 +241,12 @@ impl FakeBitbucket {
             to.map(str::to_owned),
         );
         self.state().compares.insert(key, changes);
+    }
+
+    /// What every compare without its own answer ([`Self::set_compare`]) answers, for load tests
+    /// whose commits are all new.
+    pub fn set_default_compare(&self, changes: Vec<FakeChange>) {
+        self.state().default_compare = Some(changes);
     }
 
     /// What `pull-requests/{id}/changes` answers; `truncated` makes it say `isLastPage: false`
@@ -459,7 +467,7 @@ impl State {
             from.clone(),
             request.query_param("to"),
         );
-        let Some(changes) = self.compares.get(&key) else {
+        let Some(changes) = self.compares.get(&key).or(self.default_compare.as_ref()) else {
             let slug = repository
                 .split_once('/')
                 .map_or(repository, |(_, slug)| slug);
