@@ -180,7 +180,7 @@ impl Change {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct RefsChanged {
     /// When Bitbucket emitted the event.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_timestamp")]
     pub date: Option<Timestamp>,
     /// Who pushed.
     #[serde(default)]
@@ -223,14 +223,24 @@ impl<'de> Deserialize<'de> for Timestamp {
     }
 }
 
+/// An optional timestamp that is absent when it cannot be read: no routing decision depends on
+/// one, so a malformed date must not make a whole event unreadable.
+fn lenient_timestamp<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Timestamp>, D::Error> {
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(Timestamp::deserialize(value).ok())
+}
+
 /// RFC 3339, or ISO-8601 with a `+HHMM` offset.
 fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
     if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
         return Some(at);
     }
-    // `…+1000` → `…+10:00`
+    // `…+1000` → `…+10:00`. `get` rather than slicing: the text is untrusted, and a split inside
+    // a multi-byte character (`"€€"`) must be a parse failure, never a panic.
     let split = text.len().checked_sub(5)?;
-    let (head, offset) = text.split_at(split);
+    let (head, offset) = (text.get(..split)?, text.get(split..)?);
     let bytes = offset.as_bytes();
     if matches!(bytes[0], b'+' | b'-') && bytes[1..].iter().all(u8::is_ascii_digit) {
         let fixed = format!("{head}{}:{}", &offset[..3], &offset[3..]);
@@ -281,10 +291,10 @@ pub struct PullRequest {
     #[serde(default)]
     pub state: Option<String>,
     /// When it was opened.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_timestamp")]
     pub created_date: Option<Timestamp>,
     /// When it last changed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_timestamp")]
     pub updated_date: Option<Timestamp>,
     /// The source branch.
     pub from_ref: PullRequestRef,
@@ -323,7 +333,7 @@ pub struct Comment {
     #[serde(default)]
     pub author: Option<Actor>,
     /// When.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_timestamp")]
     pub created_date: Option<Timestamp>,
 }
 
@@ -332,7 +342,7 @@ pub struct Comment {
 #[serde(rename_all = "camelCase")]
 pub struct PullRequestEvent {
     /// When Bitbucket emitted the event.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_timestamp")]
     pub date: Option<Timestamp>,
     /// Who caused it.
     #[serde(default)]
@@ -698,6 +708,32 @@ mod tests {
             parse(events::PR_COMMENT_ADDED, &body),
             Err(PayloadError::Invalid(_))
         ));
+    }
+
+    /// Untrusted timestamps never panic: multi-byte text where the offset would be, empty text,
+    /// offsets without digits. An unreadable date is read as absent: the event still routes.
+    #[test]
+    fn hostile_timestamps_are_errors() {
+        for date in [
+            "€€",
+            "€",
+            "2026-01-01T00:00:00€€",
+            "",
+            "+",
+            "x+10:0",
+            "2026€+1000",
+        ] {
+            assert_eq!(parse_timestamp(date), None, "{date}");
+            let body = format!(
+                r#"{{"date": {}, "repository": {{"slug": "s", "project": {{"key": "P"}}}}}}"#,
+                serde_json::Value::from(date)
+            );
+            match parse(events::REFS_CHANGED, body.as_bytes()) {
+                Ok(Some(Event::Push(push))) => assert_eq!(push.date, None, "{date}"),
+                other => panic!("{date}: {other:?}"),
+            }
+        }
+        assert!(parse_timestamp("2026-01-01T10:00:00+1000").is_some());
     }
 
     /// Event labels are bounded: unknown keys collapse to `other`.

@@ -16,8 +16,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use std::panic::AssertUnwindSafe;
+
 use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
 use rdkafka::Message;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -207,19 +209,30 @@ impl<H: Handler> Stage<H> {
             let delivery = enqueue(&self.outputs, &output, &self.shutdown).await;
             deliveries.push((output, delivery));
         }
-        confirm(
-            self.outputs.clone(),
-            deliveries,
-            position,
-            self.shutdown.clone(),
-        )
+        let refused = Refused {
+            outputs: self.outputs.clone(),
+            dlq_topic: self.dlq_topic.clone(),
+            stage: self.handler.stage(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        confirm(refused, deliveries, position)
     }
 
     /// The handler's outputs, or for poison its outputs plus the dead letter.
     async fn outputs_of(&self, message: &OwnedMessage) -> Vec<Output> {
-        let poison = match self.handler.handle(message).await {
-            Ok(outputs) => return outputs,
-            Err(poison) => poison,
+        // A panic while handling one record (a bug meeting hostile input) makes that record poison;
+        // the stage goes on with the next one instead of crash-looping on it.
+        let handled = AssertUnwindSafe(self.handler.handle(message))
+            .catch_unwind()
+            .await;
+        let poison = match handled {
+            Ok(Ok(outputs)) => return outputs,
+            Ok(Err(poison)) => poison,
+            Err(panic) => Poison {
+                reason: format!("the handler panicked: {}", panic_message(&*panic)),
+                outputs: Vec::new(),
+            },
         };
         let stage = self.handler.stage();
         tracing::error!(
@@ -243,6 +256,15 @@ impl<H: Handler> Stage<H> {
         ));
         outputs
     }
+}
+
+/// The text of a panic payload.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// On shutdown: waits up to `drain` for in-flight outputs, stores their offsets and commits.
@@ -271,66 +293,140 @@ async fn drain_and_commit<F: Future<Output = Position>>(
     }
 }
 
-/// Hands `output` to the producer, waiting while its queue is full. `None` if shutdown came first.
-async fn enqueue(
-    outputs: &Outputs,
-    output: &Output,
-    shutdown: &CancellationToken,
-) -> Option<DeliveryFuture> {
+/// What became of handing an output to the producer.
+enum Enqueued {
+    /// In the producer's queue; resolves with the broker's answer.
+    Pending(DeliveryFuture),
+    /// Refused for good (too large, not authorized, …): retrying cannot help.
+    Refused(KafkaError),
+    /// Shutdown came first.
+    Shutdown,
+}
+
+/// Hands `output` to the producer, waiting while its queue is full and retrying what can be
+/// retried.
+async fn enqueue(outputs: &Outputs, output: &Output, shutdown: &CancellationToken) -> Enqueued {
     loop {
         let wait = match outputs.enqueue(output) {
-            Ok(delivery) => return Some(delivery),
+            Ok(delivery) => return Enqueued::Pending(delivery),
             Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
                 Duration::from_millis(5)
             }
+            Err(err) if is_fatal(&err) => return Enqueued::Refused(err),
             Err(err) => {
-                tracing::error!(error = %err, topic = %output.topic, fatal = is_fatal(&err), "cannot enqueue output; retrying");
+                tracing::error!(error = %err, topic = %output.topic, "cannot enqueue output; retrying");
                 Duration::from_millis(200)
             }
         };
         tokio::select! {
-            _ = shutdown.cancelled() => return None,
+            _ = shutdown.cancelled() => return Enqueued::Shutdown,
             _ = tokio::time::sleep(wait) => {}
         }
     }
 }
 
-/// Resolves once every output is acknowledged, re-sending failed ones. An output is never
-/// skipped: a partition waits rather than store an offset whose outputs are not on Kafka.
-async fn confirm(
+/// The broker's final answer for an enqueued output.
+async fn acknowledged(enqueued: Enqueued) -> Result<(), KafkaError> {
+    match enqueued {
+        Enqueued::Pending(delivery) => match delivery.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((err, _))) => Err(err),
+            Err(_) => Err(KafkaError::Canceled),
+        },
+        Enqueued::Refused(err) => Err(err),
+        Enqueued::Shutdown => Err(KafkaError::Canceled),
+    }
+}
+
+/// Where outputs the broker refuses for good go: the dead-letter topic, so the partition moves on.
+struct Refused {
     outputs: Outputs,
-    deliveries: Vec<(Output, Option<DeliveryFuture>)>,
-    position: Position,
+    dlq_topic: String,
+    stage: crate::records::Stage,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+}
+
+impl Refused {
+    /// Sends `output` until the broker takes it, retrying what can be retried; the error when the
+    /// broker refuses it for good, or shutdown came first.
+    async fn deliver(&self, output: &Output, first: Enqueued) -> Result<(), KafkaError> {
+        let mut result = acknowledged(first).await;
+        while let Err(err) = &result {
+            if self.shutdown.is_cancelled() || is_fatal(err) {
+                break;
+            }
+            tracing::warn!(error = %err, topic = %output.topic, "output not acknowledged; re-sending");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            result = acknowledged(enqueue(&self.outputs, output, &self.shutdown).await).await;
+        }
+        result
+    }
+
+    /// The dead letter of an output the broker refused: its key and headers, its value unless
+    /// the value was the problem, and why.
+    fn dead_letter(&self, output: &Output, err: &KafkaError) -> Output {
+        let too_large = matches!(
+            err.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+        );
+        let mut letter = Output {
+            topic: self.dlq_topic.clone(),
+            key: output.key.clone(),
+            payload: if too_large {
+                bytes::Bytes::new()
+            } else {
+                output.payload.clone()
+            },
+            headers: output.headers.clone(),
+        };
+        if too_large {
+            letter = letter.header(
+                "inlet-error-payload-bytes",
+                output.payload.len().to_string(),
+            );
+        }
+        letter
+            .header(crate::records::headers::ERROR_STAGE, self.stage.as_str())
+            .header(
+                crate::records::headers::ERROR,
+                format!("the broker refused the output: {err}"),
+            )
+            .header(
+                crate::records::headers::ERROR_SOURCE,
+                format!("output to {}", output.topic),
+            )
+    }
+}
+
+/// Resolves once every output is acknowledged, re-sending failed ones. An output the broker
+/// refuses for good (too large, not authorized) goes to the dead-letter topic instead; only if
+/// that is refused too is it dropped, with an error line. Anything else is retried: a partition
+/// waits rather than store an offset whose outputs are not on Kafka.
+async fn confirm(
+    refused: Refused,
+    deliveries: Vec<(Output, Enqueued)>,
+    position: Position,
 ) -> Position {
     for (output, delivery) in deliveries {
-        let mut result = match delivery {
-            Some(delivery) => match delivery.await {
-                Ok(Ok(_)) => continue,
-                Ok(Err((err, _))) => Err(err),
-                Err(_) => Err(KafkaError::Canceled),
-            },
-            None => Err(KafkaError::Canceled),
+        let Err(err) = refused.deliver(&output, delivery).await else {
+            continue;
         };
-        while let Err(err) = result {
-            if shutdown.is_cancelled() {
-                // Leave the offset unstored: never acknowledge what was not delivered.
+        if refused.shutdown.is_cancelled() {
+            // Leave the offset unstored: never acknowledge what was not delivered.
+            return std::future::pending().await;
+        }
+        tracing::error!(error = %err, topic = %output.topic, "the broker refuses an output for good; it goes to the dead-letter topic");
+        if let Some(counter) = refused.metrics.dead_letters(refused.stage) {
+            counter.inc();
+        }
+        let letter = refused.dead_letter(&output, &err);
+        let first = enqueue(&refused.outputs, &letter, &refused.shutdown).await;
+        if let Err(err) = refused.deliver(&letter, first).await {
+            if refused.shutdown.is_cancelled() {
                 return std::future::pending().await;
             }
-            if is_fatal(&err) {
-                tracing::error!(error = %err, topic = %output.topic, "the broker refuses an output; the partition waits until an operator fixes the cause");
-            } else {
-                tracing::warn!(error = %err, topic = %output.topic, "output not acknowledged; re-sending");
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            result = match enqueue(&outputs, &output, &shutdown).await {
-                Some(delivery) => match delivery.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((err, _))) => Err(err),
-                    Err(_) => Err(KafkaError::Canceled),
-                },
-                None => Err(KafkaError::Canceled),
-            };
+            tracing::error!(error = %err, topic = %output.topic, key = %String::from_utf8_lossy(&output.key), "the dead-letter topic refuses it too; the output is dropped");
         }
     }
     position
