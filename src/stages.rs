@@ -193,14 +193,16 @@ async fn ingest_process(
 
 /// Serves the webhook edge and the admin API until `shutdown`.
 async fn serve_ingest(config: &Config, process: IngestProcess, shutdown: CancellationToken) {
-    let header_timeout = Duration::from_millis(config.ingest.header_read_timeout_ms);
+    let limits = inlet_core::listener::ConnectionLimits::new(Duration::from_millis(
+        config.ingest.header_read_timeout_ms,
+    ));
     tokio::join!(
         inlet_ingest::run(&config.ingest, process.ingest, shutdown.clone()),
         inlet_control::admin::run(
             process.admin_listener,
             process.control,
             process.admin,
-            header_timeout,
+            limits,
             drain(config),
             shutdown,
         ),
@@ -524,7 +526,7 @@ async fn consuming(
         "operations",
         ops_listener,
         ops,
-        Duration::from_secs(5),
+        inlet_core::listener::ConnectionLimits::new(Duration::from_secs(5)),
         Duration::from_secs(1),
         shutdown.clone(),
     ));

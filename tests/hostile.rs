@@ -132,3 +132,154 @@ async fn multibyte_date_neither_drops_the_request_nor_kills_the_router() {
         "{events:?}"
     );
 }
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn dev_with(config: &str) -> (Inlet, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("inlet.toml");
+    std::fs::write(&path, config).expect("config");
+    let dev = Inlet::start(
+        &[
+            "--config",
+            path.to_str().expect("path"),
+            "dev",
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    (dev, dir)
+}
+
+/// 200 clients that announce 1 MiB, send half of it and stall used to hold all of it (and more);
+/// now bodies share a 16 MiB budget: the ones beyond it are answered 503 at once, and the
+/// process's memory grows by far less than what the clients sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_bodies_cannot_exhaust_memory() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (dev, _dir) =
+        dev_with("[ingest]\nmax_buffered_bytes = 16777216\nbody_idle_timeout_ms = 20000\n");
+    let key = dev.ready.admin_key.clone().expect("admin key");
+    common::integration_secret(&dev, &key, "bb", true).await;
+    let url = dev.webhook_url("bb");
+    let rest = url.strip_prefix("http://").expect("http");
+    let (host, path) = rest.split_at(rest.find('/').expect("path"));
+    let before = rss_kib(dev.pid());
+    let half = vec![b' '; 512 * 1024];
+    let mut streams = Vec::new();
+    let mut refused = 0;
+    for i in 0..200 {
+        let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}\r\nx-event-key: repo:refs_changed\r\n\
+             x-request-id: stall-{i}\r\nx-hub-signature: sha256=00\r\ncontent-length: 1048576\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).await.expect("head");
+        // The server may answer 503 and close before taking the body.
+        let _ = tokio::time::timeout(Duration::from_millis(500), stream.write_all(&half)).await;
+        let mut answer = [0u8; 64];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(20), stream.read(&mut answer)).await
+            && String::from_utf8_lossy(&answer[..n]).contains(" 503 ")
+        {
+            refused += 1;
+        }
+        streams.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_kib(dev.pid());
+    let grown_mib = after.saturating_sub(before) / 1024;
+    assert!(
+        refused > 100,
+        "only {refused} of 200 stalled bodies were refused"
+    );
+    // 100 MiB were sent; the budget is 16 MiB (plus socket buffers and allocator slack).
+    assert!(grown_mib < 64, "memory grew by {grown_mib} MiB");
+    drop(streams);
+}
+
+/// 50 unauthenticated requests with a 60 KB integration name and a 300 KB `X-Request-Id` used to
+/// write 21 MB of log lines; now the oversized head is refused by the listener (431) and the log
+/// grows by a few KB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_heads_do_not_flood_the_log() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (dev, _key, _secret) = pipeline().await;
+    let url = dev.webhook_url("bb");
+    let rest = url.strip_prefix("http://").expect("http");
+    let host = &rest[..rest.find('/').expect("path")];
+    let before = dev.log().len();
+    let name = "n".repeat(60_000);
+    let id = "i".repeat(300_000);
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+        let request = format!(
+            "POST /webhooks/bitbucket-datacenter/{name} HTTP/1.1\r\nhost: {host}\r\n\
+             x-event-key: repo:refs_changed\r\nx-request-id: {id}\r\ncontent-length: 2\r\n\r\n{{}}"
+        );
+        let _ = stream.write_all(request.as_bytes()).await;
+        let mut answer = vec![0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        statuses.push(
+            String::from_utf8_lossy(&answer[..n])
+                .split_whitespace()
+                .nth(1)
+                .map(str::to_owned),
+        );
+    }
+    assert!(
+        statuses
+            .iter()
+            .all(|s| s.as_deref().is_none_or(|s| s == "431")),
+        "{statuses:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let grown = dev.log().len().saturating_sub(before);
+    assert!(grown < 100_000, "the log grew by {grown} bytes");
+}
+
+/// Through the URL alone (no oversized header), a 60 KB integration name is answered 404 with a
+/// clipped name, and each log line stays small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_names_are_clipped_in_logs() {
+    let (dev, _key, secret) = pipeline().await;
+    let before = dev.log().len();
+    let name = "n".repeat(60_000);
+    for i in 0..20 {
+        let answer = webhook(
+            &dev.webhook_url(&name),
+            "repo:refs_changed",
+            &format!("long-{i}"),
+            &secret,
+            b"{}",
+        )
+        .await;
+        assert_eq!(answer.status, 404);
+        assert!(answer.body.len() < 1024, "{} bytes", answer.body.len());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let grown = dev.log().len().saturating_sub(before);
+    assert!(
+        grown < 40_000,
+        "the log grew by {grown} bytes for 20 requests"
+    );
+}

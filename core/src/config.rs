@@ -114,6 +114,16 @@ pub struct IngestConfig {
     pub header_read_timeout_ms: u64,
     /// Milliseconds a whole request (body included) may take.
     pub request_timeout_ms: u64,
+    /// Milliseconds a body may go without sending any data; slower clients get 408 (a minimum
+    /// data rate, so stalled bodies do not hold memory until the request timeout).
+    pub body_idle_timeout_ms: u64,
+    /// Bytes of request bodies all webhook requests together may hold in memory; beyond it new
+    /// bodies get 503 with `Retry-After`, so memory stays bounded whatever clients do.
+    pub max_buffered_bytes: usize,
+    /// Open connections at most per listener; beyond it new connections wait in the backlog.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) in bytes; beyond it 431.
+    pub max_head_bytes: usize,
 }
 
 impl Default for IngestConfig {
@@ -131,6 +141,10 @@ impl Default for IngestConfig {
             publish_timeout_ms: 5_000,
             header_read_timeout_ms: 5_000,
             request_timeout_ms: 15_000,
+            body_idle_timeout_ms: 5_000,
+            max_buffered_bytes: 256 * 1024 * 1024,
+            max_connections: 10_000,
+            max_head_bytes: 64 * 1024,
         }
     }
 }
@@ -385,6 +399,21 @@ impl Config {
         }
         if self.ingest.max_in_flight == 0 {
             return invalid("ingest.max_in_flight", "must be at least 1");
+        }
+        if self.ingest.max_buffered_bytes < self.ingest.max_body_bytes {
+            return invalid(
+                "ingest.max_buffered_bytes",
+                "must be at least ingest.max_body_bytes",
+            );
+        }
+        if self.ingest.max_connections == 0 || self.ingest.body_idle_timeout_ms == 0 {
+            return invalid(
+                "ingest.max_connections",
+                "and ingest.body_idle_timeout_ms must be at least 1",
+            );
+        }
+        if !(8 * 1024..=16 * 1024 * 1024).contains(&self.ingest.max_head_bytes) {
+            return invalid("ingest.max_head_bytes", "must be between 8192 and 16777216");
         }
         if self.ingest.publish_timeout_ms == 0 {
             return invalid("ingest.publish_timeout_ms", "must be at least 1");

@@ -29,12 +29,38 @@ pub trait Service: Send + Sync + 'static {
     ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
 }
 
+/// Bounds on what one connection, and all of them, may take.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// Time a client has to send its request head.
+    pub header_read_timeout: Duration,
+    /// Open connections at most; beyond it new ones wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// Largest request head in bytes (at least 8192); beyond it hyper answers 431.
+    pub max_head_bytes: usize,
+    /// Most headers in one request; beyond it 431.
+    pub max_headers: usize,
+}
+
+impl ConnectionLimits {
+    /// Limits with `header_read_timeout` and the defaults for the rest: 10,000 connections,
+    /// 64 KiB heads, 100 headers.
+    pub fn new(header_read_timeout: Duration) -> Self {
+        ConnectionLimits {
+            header_read_timeout,
+            max_connections: 10_000,
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
 /// Serves `listener` until `shutdown`, then drains for at most `drain`.
 pub async fn serve<S: Service>(
     name: &'static str,
     listener: TcpListener,
     service: Arc<S>,
-    header_read_timeout: Duration,
+    limits: ConnectionLimits,
     drain: Duration,
     shutdown: CancellationToken,
 ) {
@@ -42,9 +68,20 @@ pub async fn serve<S: Service>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper refuses buffers under 8 KiB.
+        .max_buf_size(limits.max_head_bytes.max(8192))
+        .max_headers(limits.max_headers)
         .keep_alive(true);
+    let connections = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = connections.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -71,6 +108,7 @@ pub async fn serve<S: Service>(
             if let Err(err) = connection.await {
                 tracing::debug!(listener = name, %peer, error = %err, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);

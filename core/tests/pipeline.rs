@@ -69,8 +69,10 @@ async fn panics_and_refused_outputs_go_to_the_dlq() {
         .await
         .expect("join")
         .expect("embedded broker");
-    let mut config = KafkaConfig::default();
-    config.bootstrap_servers = Some(broker.bootstrap_servers().to_owned());
+    let config = KafkaConfig {
+        bootstrap_servers: Some(broker.bootstrap_servers().to_owned()),
+        ..KafkaConfig::default()
+    };
     let kafka = Kafka::new(&config, broker.bootstrap_servers(), true);
     let producer = kafka.producer(None).await.expect("producer");
     let outputs = Outputs::new(producer.clone());

@@ -27,6 +27,12 @@ pub enum WebhookError {
     /// At the in-flight limit.
     #[error("ingest is at its in-flight limit; retry shortly")]
     Saturated,
+    /// The global budget for buffered bodies is used up.
+    #[error("ingest holds as many request bodies as it may; retry shortly")]
+    BuffersFull,
+    /// `X-Request-Id` is not 1–128 visible ASCII characters.
+    #[error("the X-Request-Id header must be 1 to 128 visible ASCII characters")]
+    InvalidRequestId,
     /// The body is over the limit (by `Content-Length` or while streaming).
     #[error("the body exceeds {0} bytes")]
     BodyTooLarge(usize),
@@ -65,9 +71,11 @@ impl WebhookError {
             WebhookError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             WebhookError::Signature(_) => StatusCode::UNAUTHORIZED,
             WebhookError::BodyUnreadable(_)
+            | WebhookError::InvalidRequestId
             | WebhookError::MissingEventKey
             | WebhookError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
             WebhookError::Saturated
+            | WebhookError::BuffersFull
             | WebhookError::SecretsKeyMismatch(_)
             | WebhookError::Publish(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -79,7 +87,10 @@ impl WebhookError {
             WebhookError::NoRoute => "not_found",
             WebhookError::MethodNotAllowed => "method_not_allowed",
             WebhookError::UnknownIntegration(_) => "integration_not_found",
-            WebhookError::Saturated | WebhookError::Publish(PublishError::QueueFull) => "saturated",
+            WebhookError::Saturated
+            | WebhookError::BuffersFull
+            | WebhookError::Publish(PublishError::QueueFull) => "saturated",
+            WebhookError::InvalidRequestId => "invalid_request_id",
             WebhookError::BodyTooLarge(_) => "body_too_large",
             WebhookError::BodyTimeout => "body_timeout",
             WebhookError::BodyUnreadable(_) => "body_unreadable",
@@ -106,7 +117,7 @@ impl WebhookError {
     /// Seconds Bitbucket (or a proxy) should wait before retrying a 503.
     fn retry_after(&self) -> Option<u32> {
         match self {
-            WebhookError::Saturated => Some(1),
+            WebhookError::Saturated | WebhookError::BuffersFull => Some(1),
             WebhookError::Publish(_) => Some(5),
             WebhookError::SecretsKeyMismatch(_) => Some(30),
             _ => None,

@@ -70,7 +70,12 @@ pub async fn run(config: &IngestConfig, deps: Deps, shutdown: CancellationToken)
         "webhooks",
         deps.listener,
         webhooks,
-        Duration::from_millis(config.header_read_timeout_ms),
+        listener::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            max_connections: config.max_connections,
+            max_head_bytes: config.max_head_bytes,
+            max_headers: 100,
+        },
         deps.drain,
         shutdown,
     )

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Body;
+use inlet_bitbucket::signature::SignatureError;
 use inlet_bitbucket::{event_label, events};
 use inlet_control::control_log::ControlLog;
 use inlet_control::crypto::SecretsKey;
@@ -46,6 +47,10 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Longest time to receive the body.
     pub body_timeout: Duration,
+    /// Longest time a body may send no data (a minimum data rate).
+    pub body_idle_timeout: Duration,
+    /// Bytes of bodies all requests together may hold; beyond it 503.
+    pub max_buffered_bytes: usize,
 }
 
 impl From<&inlet_core::config::IngestConfig> for Limits {
@@ -54,6 +59,8 @@ impl From<&inlet_core::config::IngestConfig> for Limits {
             max_body_bytes: config.max_body_bytes,
             max_in_flight: config.max_in_flight,
             body_timeout: Duration::from_millis(config.request_timeout_ms),
+            body_idle_timeout: Duration::from_millis(config.body_idle_timeout_ms),
+            max_buffered_bytes: config.max_buffered_bytes,
         }
     }
 }
@@ -65,6 +72,8 @@ pub struct Webhooks<P> {
     publisher: P,
     limits: Limits,
     in_flight: Arc<Semaphore>,
+    /// One permit per byte of request body held in memory, across all requests.
+    buffered: Arc<Semaphore>,
     metrics: IngestMetrics,
 }
 
@@ -90,12 +99,16 @@ impl<P: Publish> Webhooks<P> {
         metrics: IngestMetrics,
     ) -> Self {
         let in_flight = Arc::new(Semaphore::new(limits.max_in_flight));
+        let buffered = Arc::new(Semaphore::new(
+            limits.max_buffered_bytes.min(Semaphore::MAX_PERMITS),
+        ));
         Webhooks {
             control,
             secrets_key,
             publisher,
             limits,
             in_flight,
+            buffered,
             metrics,
         }
     }
@@ -107,7 +120,7 @@ impl<P: Publish> Webhooks<P> {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let integration = match target(&request) {
-            Ok(name) => name.to_owned(),
+            Ok(name) => clip(name).to_owned(),
             Err(err) => return err.into_response(),
         };
         let mut report = Report::new(integration, request.headers());
@@ -132,16 +145,27 @@ impl<P: Publish> Webhooks<P> {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         report.known = self.find_integration(&report.integration)?;
+        if report.invalid_delivery_id {
+            return Err(WebhookError::InvalidRequestId);
+        }
         let _permit = self.admit()?;
-        let (parts, body) = request.into_parts();
-        let body = self.read_body(&parts.headers, body).await?;
-        let signature = parts
-            .headers
+        let signature = request
+            .headers()
             .get("x-hub-signature")
             .map(|v| v.as_bytes().to_vec());
         // Bitbucket's "Test connection" may be unsigned. A signed ping is verified, so the button
         // also tells an admin whether the secret is right.
         let is_ping = report.event_key.as_deref() == Some(events::PING);
+        if signature.is_none() && !is_ping {
+            // Refused from the head alone: an unsigned body is never read into memory.
+            self.metrics
+                .signature_failures
+                .with_label_values(&[SignatureError::Missing.as_str()])
+                .inc();
+            return Err(WebhookError::Signature(SignatureError::Missing));
+        }
+        let (parts, body) = request.into_parts();
+        let (body, _buffered) = self.read_body(&parts.headers, body).await?;
         if is_ping && signature.is_none() {
             return Ok(Accepted::Pong);
         }
@@ -173,8 +197,14 @@ impl<P: Publish> Webhooks<P> {
     }
 
     /// Reads the body, refusing more than the limit (by `Content-Length` up front, and while
-    /// reading for chunked bodies) and bodies that take longer than the body timeout.
-    async fn read_body<B>(&self, headers: &HeaderMap, body: B) -> Result<Bytes, WebhookError>
+    /// reading for chunked bodies), bodies that take longer than the body timeout or stall longer
+    /// than the idle timeout, and bodies the global buffer budget has no room for (503). The
+    /// budget's permits stay held, with the body, until the request is answered.
+    async fn read_body<B>(
+        &self,
+        headers: &HeaderMap,
+        body: B,
+    ) -> Result<(Bytes, OwnedSemaphorePermit), WebhookError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -187,19 +217,57 @@ impl<P: Publish> Webhooks<P> {
         }
         let collected = tokio::time::timeout(
             self.limits.body_timeout,
-            Limited::new(body, limit).collect(),
+            self.collect(body, declared.unwrap_or(0) as usize),
         )
         .await
-        .map_err(|_| WebhookError::BodyTimeout)?;
-        let body = match collected {
-            Ok(collected) => collected.to_bytes(),
-            Err(err) if err.downcast_ref::<LengthLimitError>().is_some() => {
+        .map_err(|_| WebhookError::BodyTimeout)??;
+        self.metrics.body_bytes.observe(collected.0.len() as f64);
+        Ok(collected)
+    }
+
+    /// Gathers the body's frames, taking buffer budget for each (the declared length up front).
+    async fn collect<B>(
+        &self,
+        body: B,
+        declared: usize,
+    ) -> Result<(Bytes, OwnedSemaphorePermit), WebhookError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let limit = self.limits.max_body_bytes;
+        let mut held = self.budget(declared)?;
+        let mut body = std::pin::pin!(body);
+        let mut buffer = bytes::BytesMut::with_capacity(declared);
+        loop {
+            let frame = tokio::time::timeout(self.limits.body_idle_timeout, body.frame())
+                .await
+                .map_err(|_| WebhookError::BodyTimeout)?;
+            let Some(frame) = frame else { break };
+            let frame =
+                frame.map_err(|err| WebhookError::BodyUnreadable(err.into().to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buffer.len() + data.len() > limit {
                 return Err(WebhookError::BodyTooLarge(limit));
             }
-            Err(err) => return Err(WebhookError::BodyUnreadable(err.to_string())),
-        };
-        self.metrics.body_bytes.observe(body.len() as f64);
-        Ok(body)
+            let needed = (buffer.len() + data.len()).saturating_sub(held.num_permits());
+            if needed > 0 {
+                held.merge(self.budget(needed)?);
+            }
+            buffer.extend_from_slice(&data);
+        }
+        Ok((buffer.freeze(), held))
+    }
+
+    /// `bytes` of the global body budget, or 503 when it has no room.
+    fn budget(&self, bytes: usize) -> Result<OwnedSemaphorePermit, WebhookError> {
+        let bytes = u32::try_from(bytes).map_err(|_| WebhookError::BuffersFull)?;
+        self.buffered
+            .clone()
+            .try_acquire_many_owned(bytes)
+            .map_err(|_| WebhookError::BuffersFull)
     }
 
     /// The signature over the raw bytes against the integration's current secrets (401).
@@ -298,11 +366,16 @@ fn target<B>(request: &Request<B>) -> Result<&str, WebhookError> {
 
 /// What happened to one request: the single source of its log line and metrics.
 struct Report {
+    /// The URL's integration name, clipped for logs.
     integration: String,
     /// Whether the integration exists (only then is its name a metric label).
     known: bool,
+    /// `X-Event-Key`, clipped for logs.
     event_key: Option<String>,
+    /// A valid `X-Request-Id`.
     delivery_id: Option<String>,
+    /// `X-Request-Id` was present but not 1–128 visible ASCII characters.
+    invalid_delivery_id: bool,
 }
 
 #[derive(Serialize)]
@@ -313,11 +386,14 @@ struct AcceptedBody<'a> {
 
 impl Report {
     fn new(integration: String, headers: &HeaderMap) -> Self {
+        let request_id = headers.get("x-request-id").map(|v| v.as_bytes());
+        let invalid_delivery_id = request_id.is_some_and(|id| !valid_request_id(id));
         Report {
             integration,
             known: false,
-            event_key: header_str(headers, "x-event-key"),
-            delivery_id: header_str(headers, "x-request-id"),
+            event_key: header_str(headers, "x-event-key").map(|key| clip(&key).to_owned()),
+            delivery_id: header_str(headers, "x-request-id").filter(|_| !invalid_delivery_id),
+            invalid_delivery_id,
         }
     }
 
@@ -394,6 +470,28 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.dec();
     }
+}
+
+/// The longest value of a request field that goes into a log line or an answer.
+const MAX_LOGGED: usize = 256;
+
+/// `text` cut to [`MAX_LOGGED`] bytes at a character boundary: whatever a client sends, a log line
+/// stays small.
+fn clip(text: &str) -> &str {
+    if text.len() <= MAX_LOGGED {
+        return text;
+    }
+    let mut end = MAX_LOGGED;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+/// `X-Request-Id`: 1–128 visible ASCII characters (Bitbucket sends a UUID). It becomes the
+/// delivery id carried by every record and the key of the delivery log.
+fn valid_request_id(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len()) && id.iter().all(|b| b.is_ascii_graphic())
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use inlet_bitbucket::signature::sign;
@@ -65,11 +66,7 @@ struct Edge {
 
 impl Edge {
     fn new() -> Edge {
-        Edge::with_limits(Limits {
-            max_body_bytes: 64 * 1024,
-            max_in_flight: 16,
-            body_timeout: Duration::from_secs(2),
-        })
+        Edge::with_limits(limits())
     }
 
     fn with_limits(limits: Limits) -> Edge {
@@ -146,6 +143,17 @@ impl Edge {
 
     fn metric(&self, line: &str) -> bool {
         self.metrics.render().lines().any(|l| l == line)
+    }
+}
+
+/// The limits the tests run with unless they say otherwise.
+fn limits() -> Limits {
+    Limits {
+        max_body_bytes: 64 * 1024,
+        max_in_flight: 16,
+        body_timeout: Duration::from_secs(2),
+        body_idle_timeout: Duration::from_secs(1),
+        max_buffered_bytes: 16 * 1024 * 1024,
     }
 }
 
@@ -397,8 +405,7 @@ async fn bad_bodies_are_400() {
 async fn body_over_the_limit_is_413() {
     let edge = Edge::with_limits(Limits {
         max_body_bytes: 1024,
-        max_in_flight: 16,
-        body_timeout: Duration::from_secs(2),
+        ..limits()
     });
     let big = vec![b' '; 4096];
     let declared = edge.signed("repo:refs_changed", "big-1", &big).await;
@@ -410,6 +417,7 @@ async fn body_over_the_limit_is_413() {
         .collect();
     let streamed = Request::post(URL)
         .header("x-event-key", "repo:refs_changed")
+        .header("x-hub-signature", sign_with(SECRET, b"irrelevant"))
         .body(StreamBody::new(futures::stream::iter(chunks)))
         .expect("request");
     let reply = Reply::of(edge.service.handle(streamed).await).await;
@@ -440,9 +448,8 @@ async fn broker_unavailable_or_saturated_is_503() {
         );
     }
     let saturated = Edge::with_limits(Limits {
-        max_body_bytes: 1024 * 1024,
         max_in_flight: 0,
-        body_timeout: Duration::from_secs(2),
+        ..limits()
     });
     let reply = saturated
         .signed("repo:refs_changed", "sat-1", &push())
@@ -551,4 +558,140 @@ async fn every_corpus_payload_is_answered() {
     assert!(failures.is_empty(), "{failures:#?}");
     let published: Vec<Vec<u8>> = edge.published().into_iter().map(|(_, p, _)| p).collect();
     assert_eq!(published, expected);
+}
+
+/// A body that sends `first` and then never ends.
+fn stalled(first: &'static [u8]) -> StreamBody<impl futures::Stream<Item = Frame> + Send> {
+    let head = futures::stream::iter(vec![Ok(http_body::Frame::data(Bytes::from_static(first)))]);
+    StreamBody::new(head.chain(futures::stream::pending()))
+}
+
+type Frame = Result<http_body::Frame<Bytes>, std::convert::Infallible>;
+
+/// A hostile `X-Request-Id` (too long, control characters) is 400 and nothing is published; a
+/// missing one is generated.
+#[tokio::test]
+async fn request_ids_are_validated() {
+    let edge = Edge::new();
+    let body = push();
+    for id in [
+        "x".repeat(129),
+        "a\tb".to_owned(),
+        "has space".to_owned(),
+        "café".to_owned(),
+    ] {
+        let request = Request::post(URL)
+            .header("x-event-key", "repo:refs_changed")
+            .header(
+                "x-request-id",
+                http::HeaderValue::from_bytes(id.as_bytes()).expect("header bytes"),
+            )
+            .header("x-hub-signature", sign_with(SECRET, &body))
+            .body(Full::new(Bytes::from(body.clone())))
+            .expect("request");
+        let reply = edge.send(request).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{id:?}");
+        assert_eq!(reply.code(), "invalid_request_id");
+    }
+    assert!(edge.published().is_empty());
+    let request = Request::post(URL)
+        .header("x-event-key", "repo:refs_changed")
+        .header("x-hub-signature", sign_with(SECRET, &body))
+        .body(Full::new(Bytes::from(body)))
+        .expect("request");
+    let reply = edge.send(request).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    let generated = reply.body["delivery_id"].as_str().unwrap_or_default();
+    assert!(generated.starts_with("inlet-"), "{generated}");
+}
+
+/// An unsigned request is refused from its head alone: a body that never ends is not read.
+#[tokio::test]
+async fn unsigned_requests_are_refused_before_the_body() {
+    let edge = Edge::new();
+    let request = Request::post(URL)
+        .header("x-event-key", "repo:refs_changed")
+        .body(stalled(b"{"))
+        .expect("request");
+    let reply = Reply::of(edge.service.handle(request).await).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(edge.metric("inlet_ingest_signature_failures_total{reason=\"missing\"} 1"));
+}
+
+/// A body that stops sending is cut after the idle timeout (408), not held until the request
+/// timeout.
+#[tokio::test]
+async fn stalled_bodies_are_cut() {
+    let edge = Edge::with_limits(Limits {
+        body_idle_timeout: Duration::from_millis(100),
+        body_timeout: Duration::from_secs(60),
+        ..limits()
+    });
+    let request = Request::post(URL)
+        .header("x-event-key", "repo:refs_changed")
+        .header("x-hub-signature", sign_with(SECRET, b"x"))
+        .body(stalled(b"{\"partial\": "))
+        .expect("request");
+    let reply = Reply::of(edge.service.handle(request).await).await;
+    assert_eq!(reply.status, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(reply.code(), "body_timeout");
+}
+
+/// Bodies held in memory share one budget: while stalled requests hold it, a new body is 503
+/// with `Retry-After` instead of growing memory; once they are cut, room returns.
+#[tokio::test]
+async fn buffered_bodies_share_a_budget() {
+    let edge = Arc::new(Edge::with_limits(Limits {
+        max_body_bytes: 4 * 1024,
+        max_buffered_bytes: 8 * 1024,
+        body_idle_timeout: Duration::from_secs(30),
+        body_timeout: Duration::from_secs(60),
+        ..limits()
+    }));
+    // Two stalled requests that announced 4 KiB each take the whole budget.
+    let mut stalls = Vec::new();
+    for _ in 0..2 {
+        let edge = edge.clone();
+        let request = Request::post(URL)
+            .header("x-event-key", "repo:refs_changed")
+            .header("x-hub-signature", sign_with(SECRET, b"x"))
+            .header("content-length", "4096")
+            .body(stalled(b"{"))
+            .expect("request");
+        stalls.push(tokio::spawn(async move {
+            edge.service.handle(request).await.status()
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = edge.signed("repo:refs_changed", "budget-1", &push()).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.body
+    );
+    assert_eq!(reply.code(), "saturated");
+    assert_eq!(reply.headers["retry-after"], "1");
+    for stall in &stalls {
+        stall.abort();
+    }
+    for stall in stalls {
+        let _ = stall.await;
+    }
+    // The aborted requests gave their budget back.
+    let reply = edge.signed("repo:refs_changed", "budget-2", &push()).await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
+}
+
+/// A 60 KB integration name is answered 404 with a clipped name: answers and log lines stay small.
+#[tokio::test]
+async fn huge_names_are_clipped() {
+    let edge = Edge::new();
+    let url = format!("/webhooks/bitbucket-datacenter/{}", "n".repeat(60_000));
+    let reply = edge
+        .send(webhook(&url, "repo:refs_changed", "big-name", None, b"{}"))
+        .await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let message = reply.body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.len() < 400, "{} bytes", message.len());
 }

@@ -80,20 +80,12 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     control: ControlLog,
     deps: AdminDeps,
-    header_read_timeout: Duration,
+    limits: inlet_core::listener::ConnectionLimits,
     drain: Duration,
     shutdown: inlet_core::CancellationToken,
 ) {
     let admin = Arc::new(Admin::new(control, deps));
-    inlet_core::listener::serve(
-        "admin",
-        listener,
-        admin,
-        header_read_timeout,
-        drain,
-        shutdown,
-    )
-    .await;
+    inlet_core::listener::serve("admin", listener, admin, limits, drain, shutdown).await;
 }
 
 /// How long a request waits for the broker to acknowledge what it produces.
