@@ -283,3 +283,167 @@ async fn long_names_are_clipped_in_logs() {
         "the log grew by {grown} bytes for 20 requests"
     );
 }
+
+/// An API key with one binding; its secret.
+async fn key_for(dev: &Inlet, root_key: &str, space: &str, role: &str) -> String {
+    let created = admin(
+        dev,
+        root_key,
+        "POST",
+        "/api-keys",
+        json!({"name": format!("{role}@{space}"), "bindings": [{"space_id": space, "role": role}]}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    created.json()["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned()
+}
+
+async fn space(dev: &Inlet, key: &str, id: &str, inherit: bool) {
+    let created = admin(
+        dev,
+        key,
+        "POST",
+        "/spaces",
+        json!({"id": id, "name": id, "parent_id": "root", "inherit_entities": inherit}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+}
+
+/// A space admin used to turn on `inherit_entities` for its own space (200), then see the
+/// parent's stacks and attach to the parent's integrations: privilege escalation. Turning it on
+/// now needs admin on the parent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_space_admin_cannot_grant_itself_inheritance() {
+    let (dev, key, _secret) = pipeline().await;
+    space(&dev, &key, "team", false).await;
+    let team_admin = key_for(&dev, &key, "team", "admin").await;
+    let escalate = admin(
+        &dev,
+        &team_admin,
+        "PATCH",
+        "/spaces/team",
+        json!({"inherit_entities": true}),
+    )
+    .await;
+    assert_eq!(escalate.status, 403, "{escalate:?}");
+    let stacks = admin(&dev, &team_admin, "GET", "/stacks", Value::Null).await;
+    assert_eq!(stacks.json()["stacks"], json!([]), "{stacks:?}");
+    // Renaming stays the space admin's; the root admin may turn inheritance on.
+    let rename = admin(
+        &dev,
+        &team_admin,
+        "PATCH",
+        "/spaces/team",
+        json!({"name": "Team"}),
+    )
+    .await;
+    assert_eq!(rename.status, 200, "{rename:?}");
+    let granted = admin(
+        &dev,
+        &key,
+        "PATCH",
+        "/spaces/team",
+        json!({"inherit_entities": true}),
+    )
+    .await;
+    assert_eq!(granted.status, 200, "{granted:?}");
+}
+
+/// A reader of team-b used to read, through the default integration's delivery log, team-a's
+/// stack ids and decisions. Now the story and the listing show only stacks the caller may read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_log_shows_only_readable_stacks() {
+    let (dev, key, secret) = pipeline().await;
+    for team in ["team-a", "team-b"] {
+        space(&dev, &key, team, false).await;
+        let stack = admin(
+            &dev,
+            &key,
+            "POST",
+            "/stacks",
+            json!({"id": format!("{team}-net"), "name": team, "space_id": team,
+                   "repository": "INFRA/network", "branch": "main"}),
+        )
+        .await;
+        assert_eq!(stack.status, 201, "{stack:?}");
+    }
+    let reader_b = key_for(&dev, &key, "team-b", "reader").await;
+    let sent = webhook(
+        &dev.webhook_url("bb"),
+        "repo:refs_changed",
+        "shared-1",
+        &secret,
+        &common::push_body("main", MAIN),
+    )
+    .await;
+    assert_eq!(sent.status, 202);
+    // Wait until all three stacks (prod in root, team-a-net, team-b-net) were decided.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let events = story(&dev, &key, "shared-1", "router").await;
+        if events.iter().filter(|e| e["stage"] == "workers").count() >= 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{events:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seen = admin(&dev, &reader_b, "GET", "/deliveries/shared-1", Value::Null).await;
+    assert_eq!(seen.status, 200, "{seen:?}");
+    let text = String::from_utf8_lossy(&seen.body).into_owned();
+    assert!(text.contains("team-b-net"), "{text}");
+    assert!(
+        !text.contains("team-a-net"),
+        "team-a's stack leaked: {text}"
+    );
+    assert!(!text.contains("\"prod\""), "root's stack leaked: {text}");
+    let listed = admin(
+        &dev,
+        &reader_b,
+        "GET",
+        "/integrations/bb/deliveries",
+        Value::Null,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&listed.body).into_owned();
+    assert!(
+        !text.contains("team-a-net"),
+        "team-a's stack leaked: {text}"
+    );
+}
+
+/// A key bound to a deleted space could no longer be listed or revoked by the root admin, and
+/// regained admin if the space id was reused. Now the space cannot be deleted while keys are
+/// bound to it (409 naming them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spaces_with_bound_keys_cannot_be_deleted() {
+    let (dev, key, _secret) = pipeline().await;
+    space(&dev, &key, "temp", false).await;
+    let created = admin(
+        &dev,
+        &key,
+        "POST",
+        "/api-keys",
+        json!({"name": "temp-admin", "bindings": [{"space_id": "temp", "role": "admin"}]}),
+    )
+    .await;
+    let key_id = created.json()["id"].as_str().expect("id").to_owned();
+    let deleted = admin(&dev, &key, "DELETE", "/spaces/temp", Value::Null).await;
+    assert_eq!(deleted.status, 409, "{deleted:?}");
+    assert_eq!(deleted.json()["error"]["code"], "space_has_api_keys");
+    assert!(String::from_utf8_lossy(&deleted.body).contains(&key_id));
+    let revoked = admin(
+        &dev,
+        &key,
+        "DELETE",
+        &format!("/api-keys/{key_id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(revoked.status, 204, "{revoked:?}");
+    let deleted = admin(&dev, &key, "DELETE", "/spaces/temp", Value::Null).await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+}

@@ -180,6 +180,23 @@ impl Registry {
             .filter(|i| i.space_id == id)
             .count();
         let stacks = self.stacks.values().filter(|s| s.space_id == id).count();
+        // A key bound to a deleted space could no longer be listed or revoked by anyone, and would
+        // regain its role if the id were reused.
+        let keys: Vec<&str> = self
+            .api_keys
+            .values()
+            .filter(|k| k.bindings.iter().any(|b| b.space_id == id))
+            .map(|k| k.id.as_str())
+            .collect();
+        if !keys.is_empty() {
+            return Err(Rejection::conflict(
+                "space_has_api_keys",
+                format!(
+                    "API keys are bound to space `{id}`: {}; revoke them first",
+                    keys.join(", ")
+                ),
+            ));
+        }
         if children + integrations + stacks > 0 {
             return Err(Rejection::conflict(
                 "space_not_empty",

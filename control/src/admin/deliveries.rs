@@ -56,7 +56,9 @@ impl Admin {
         let (stories, total) = self.deps.deliveries.recent(name, offset, limit);
         let deliveries = stories
             .into_iter()
-            .map(|(delivery_id, events)| summarize(delivery_id, &events))
+            .map(|(delivery_id, events)| {
+                summarize(delivery_id, &self.only_readable_stacks(principal, events))
+            })
             .collect::<Vec<_>>();
         let next_offset = (offset + deliveries.len() < total).then_some(offset + deliveries.len());
         Ok(json(
@@ -87,7 +89,41 @@ impl Admin {
         if !self.may_see_deliveries(principal, &integration, false) {
             return Err(not_found(id));
         }
-        Ok((integration, events))
+        Ok((integration, self.only_readable_stacks(principal, events)))
+    }
+
+    /// `events` as `principal` may see them: a shared (default) integration's delivery log holds
+    /// every team's stacks, so stack ids and decisions of stacks the caller cannot read are left
+    /// out (a stack that no longer exists counts as unreadable but for root admins).
+    fn only_readable_stacks(
+        &self,
+        principal: &Principal,
+        events: Vec<DeliveryEvent>,
+    ) -> Vec<DeliveryEvent> {
+        let registry = self.control.read();
+        let root_admin = principal.has(&registry, ROOT_SPACE, Role::Admin);
+        let readable = |stack: &String| {
+            root_admin
+                || registry
+                    .stack(stack)
+                    .is_some_and(|s| principal.can_read(&registry, &s.space_id))
+        };
+        events
+            .into_iter()
+            .filter_map(|mut event| {
+                if event.stage == Stage::Workers {
+                    return event.stacks.iter().all(readable).then_some(event);
+                }
+                event.stacks.retain(readable);
+                // Reasons name stacks too (`no_affected_files: {stack}`).
+                event.reasons.retain(|reason| {
+                    reason.rsplit_once(": ").is_none_or(|(_, named)| {
+                        registry.stack(named).is_none() || readable(&named.to_owned())
+                    })
+                });
+                Some(event)
+            })
+            .collect()
     }
 
     pub(super) fn get_delivery(&self, principal: &Principal, id: &str) -> Answer {

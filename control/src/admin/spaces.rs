@@ -6,7 +6,7 @@ use crate::domain::{ROOT_SPACE, Role, Space};
 use http::StatusCode;
 
 use super::views::{CreateSpace, SpaceList, SpaceView, UpdateSpace};
-use super::{Admin, Answer, Named, generate_id, require};
+use super::{Admin, Answer, Named, forbidden, generate_id, require};
 use crate::admin::error::{ApiError, empty, json};
 
 impl Admin {
@@ -53,7 +53,9 @@ impl Admin {
         Ok(response)
     }
 
-    /// Renaming or toggling inheritance needs admin on the space.
+    /// Renaming needs admin on the space. Turning inheritance on needs admin on the parent too:
+    /// it makes the parent's integrations and stacks reachable from the space, which an admin of
+    /// the space alone must not be able to grant itself.
     pub(super) async fn update_space(
         &self,
         principal: &Principal,
@@ -61,6 +63,19 @@ impl Admin {
         body: UpdateSpace,
     ) -> Answer {
         self.require_space_admin(principal, id, "changing a space")?;
+        if body.inherit_entities == Some(true) {
+            let registry = self.control.read();
+            let space = registry.space(id).ok_or_else(|| space_not_found(id))?;
+            if !space.inherit_entities {
+                let parent = space.parent_id.as_deref().unwrap_or(ROOT_SPACE);
+                if !principal.has(&registry, parent, Role::Admin) {
+                    return Err(forbidden(
+                        "turning on inherit_entities needs the admin role on the parent space: \
+                         it makes the parent's integrations and stacks reachable from this one",
+                    ));
+                }
+            }
+        }
         let patch = SpacePatch {
             name: body.name,
             inherit_entities: body.inherit_entities,
