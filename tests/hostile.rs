@@ -98,11 +98,15 @@ async fn multibyte_date_neither_drops_the_request_nor_kills_the_router() {
             key: "inlet-received-at",
             value: Some("2026-12-01T00:00:00Z"),
         });
+    // Another commit: the same body again would be (rightly) dropped as a replay.
+    let mut other: Value = serde_json::from_slice(&body).expect("json");
+    other["changes"][0]["toHash"] = Value::from("3333333333333333333333333333333333333333");
+    let other = serde_json::to_vec(&other).expect("json");
     producer
         .send(
             FutureRecord::to("inlet.webhooks")
                 .key("bb/infra/network")
-                .payload(&body)
+                .payload(&other)
                 .headers(headers),
             Duration::from_secs(5),
         )
@@ -446,4 +450,46 @@ async fn spaces_with_bound_keys_cannot_be_deleted() {
     assert_eq!(revoked.status, 204, "{revoked:?}");
     let deleted = admin(&dev, &key, "DELETE", "/spaces/temp", Value::Null).await;
     assert_eq!(deleted.status, 204, "{deleted:?}");
+}
+
+/// A captured signed body replayed with a fresh `X-Request-Id` used to be processed again: a
+/// replayed `/inlet preview` comment yielded a second run. Now the router recognises the body
+/// and records the replay as a duplicate (`replayed_body`); only one run is decided.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_bodies_are_duplicates() {
+    let (dev, key, secret) = pipeline().await;
+    let mut comment: Value = serde_json::from_slice(
+        &std::fs::read("tests/fixtures/pr_comment_added.json").expect("fixture"),
+    )
+    .expect("json");
+    comment["comment"]["text"] = Value::from("/inlet preview");
+    comment["comment"]["id"] = Value::from(901);
+    let body = serde_json::to_vec(&comment).expect("json");
+    for delivery in ["preview-original", "preview-replayed"] {
+        let answer = webhook(
+            &dev.webhook_url("bb"),
+            "pr:comment:added",
+            delivery,
+            &secret,
+            &body,
+        )
+        .await;
+        assert_eq!(answer.status, 202);
+    }
+    let original = story(&dev, &key, "preview-original", "workers").await;
+    assert!(
+        original.iter().any(|e| e["status"] == "requested"),
+        "{original:?}"
+    );
+    let replayed = story(&dev, &key, "preview-replayed", "router").await;
+    let routing = replayed
+        .iter()
+        .find(|e| e["stage"] == "router")
+        .expect("router");
+    assert_eq!(routing["outcome"], "duplicate", "{replayed:?}");
+    assert_eq!(routing["reasons"][0], "replayed_body");
+    assert!(
+        !replayed.iter().any(|e| e["stage"] == "workers"),
+        "{replayed:?}"
+    );
 }

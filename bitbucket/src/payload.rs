@@ -442,15 +442,32 @@ pub fn parse(event_key: &str, body: &[u8]) -> Result<Option<Event>, PayloadError
 /// `pullRequest.toRef.repository` (every `pr:*` event), else `repository` (`repo:*`, `mirror:*`),
 /// else `new` (`repo:modified`).
 pub fn ordering_repository(body: &[u8]) -> Result<Repository, PayloadError> {
+    envelope(body).map(|envelope| envelope.repository)
+}
+
+/// What the edge reads of any webhook body: the repository it is ordered by and, when it is
+/// readable, the `date` Bitbucket signed it with.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// See [`ordering_repository`].
+    pub repository: Repository,
+    /// The event's top-level `date`.
+    pub date: Option<Timestamp>,
+}
+
+/// The [`Envelope`] of a body, for any event key.
+pub fn envelope(body: &[u8]) -> Result<Envelope, PayloadError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
-    struct Envelope {
+    struct Raw {
         #[serde(default)]
         pull_request: Option<Target>,
         #[serde(default)]
         repository: Option<Repository>,
         #[serde(default)]
         new: Option<Repository>,
+        #[serde(default, deserialize_with = "lenient_timestamp")]
+        date: Option<Timestamp>,
     }
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
@@ -461,13 +478,17 @@ pub fn ordering_repository(body: &[u8]) -> Result<Repository, PayloadError> {
     struct TargetRef {
         repository: Repository,
     }
-    let envelope: Envelope = serde_json::from_slice(body)?;
-    envelope
+    let raw: Raw = serde_json::from_slice(body)?;
+    let repository = raw
         .pull_request
         .map(|pr| pr.to_ref.repository)
-        .or(envelope.repository)
-        .or(envelope.new)
-        .ok_or(PayloadError::NoRepository)
+        .or(raw.repository)
+        .or(raw.new)
+        .ok_or(PayloadError::NoRepository)?;
+    Ok(Envelope {
+        repository,
+        date: raw.date,
+    })
 }
 
 /// A missing `repository` / `pullRequest` is reported as such rather than as a shape error.

@@ -124,6 +124,10 @@ pub struct IngestConfig {
     pub max_connections: usize,
     /// Largest request head (request line and headers) in bytes; beyond it 431.
     pub max_head_bytes: usize,
+    /// Seconds: signed events whose `date` is older are refused (400 `event_too_old`), so a
+    /// captured body cannot be replayed later. Unset (the default): no age check, because
+    /// Bitbucket's clock and redeliveries from its UI would otherwise be refused.
+    pub max_event_age_secs: Option<u64>,
 }
 
 impl Default for IngestConfig {
@@ -145,6 +149,7 @@ impl Default for IngestConfig {
             max_buffered_bytes: 256 * 1024 * 1024,
             max_connections: 10_000,
             max_head_bytes: 64 * 1024,
+            max_event_age_secs: None,
         }
     }
 }

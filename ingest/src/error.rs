@@ -53,6 +53,9 @@ pub enum WebhookError {
     /// No `X-Event-Key` on a signed request.
     #[error("the X-Event-Key header is missing")]
     MissingEventKey,
+    /// With `ingest.max_event_age_secs` set: the signed `date` is older (seconds ago).
+    #[error("the event is dated {0} s ago, older than this inlet accepts")]
+    EventTooOld(i64),
     /// The body is not JSON, or names no repository.
     #[error(transparent)]
     InvalidPayload(#[from] PayloadError),
@@ -72,6 +75,7 @@ impl WebhookError {
             WebhookError::Signature(_) => StatusCode::UNAUTHORIZED,
             WebhookError::BodyUnreadable(_)
             | WebhookError::InvalidRequestId
+            | WebhookError::EventTooOld(_)
             | WebhookError::MissingEventKey
             | WebhookError::InvalidPayload(_) => StatusCode::BAD_REQUEST,
             WebhookError::Saturated
@@ -91,6 +95,7 @@ impl WebhookError {
             | WebhookError::BuffersFull
             | WebhookError::Publish(PublishError::QueueFull) => "saturated",
             WebhookError::InvalidRequestId => "invalid_request_id",
+            WebhookError::EventTooOld(_) => "event_too_old",
             WebhookError::BodyTooLarge(_) => "body_too_large",
             WebhookError::BodyTimeout => "body_timeout",
             WebhookError::BodyUnreadable(_) => "body_unreadable",

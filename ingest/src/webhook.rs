@@ -51,6 +51,8 @@ pub struct Limits {
     pub body_idle_timeout: Duration,
     /// Bytes of bodies all requests together may hold; beyond it 503.
     pub max_buffered_bytes: usize,
+    /// Signed events whose `date` is older are refused (`None`: no check).
+    pub max_event_age: Option<Duration>,
 }
 
 impl From<&inlet_core::config::IngestConfig> for Limits {
@@ -61,6 +63,7 @@ impl From<&inlet_core::config::IngestConfig> for Limits {
             body_timeout: Duration::from_millis(config.request_timeout_ms),
             body_idle_timeout: Duration::from_millis(config.body_idle_timeout_ms),
             max_buffered_bytes: config.max_buffered_bytes,
+            max_event_age: config.max_event_age_secs.map(Duration::from_secs),
         }
     }
 }
@@ -311,7 +314,9 @@ impl<P: Publish> Webhooks<P> {
             .event_key
             .clone()
             .ok_or(WebhookError::MissingEventKey)?;
-        let repository = inlet_bitbucket::ordering_repository(&verified.body)?;
+        let envelope = inlet_bitbucket::envelope(&verified.body)?;
+        self.check_age(&envelope)?;
+        let repository = envelope.repository;
         let delivery_id = report
             .delivery_id
             .get_or_insert_with(|| format!("inlet-{}", Secret::generate(16).expose()))
@@ -331,6 +336,18 @@ impl<P: Publish> Webhooks<P> {
             control_offset: self.control.applied_offset(),
             verified,
         })
+    }
+
+    /// With `max_event_age` set, refuses a signed event dated longer ago (a replayed capture).
+    fn check_age(&self, envelope: &inlet_bitbucket::Envelope) -> Result<(), WebhookError> {
+        let (Some(max), Some(date)) = (self.limits.max_event_age, &envelope.date) else {
+            return Ok(());
+        };
+        let age = time::OffsetDateTime::now_utc() - date.0;
+        if age > time::Duration::try_from(max).unwrap_or(time::Duration::MAX) {
+            return Err(WebhookError::EventTooOld(age.whole_seconds()));
+        }
+        Ok(())
     }
 
     /// Publishes and waits for the broker's acknowledgement.

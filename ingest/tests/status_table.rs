@@ -154,6 +154,7 @@ fn limits() -> Limits {
         body_timeout: Duration::from_secs(2),
         body_idle_timeout: Duration::from_secs(1),
         max_buffered_bytes: 16 * 1024 * 1024,
+        max_event_age: None,
     }
 }
 
@@ -694,4 +695,43 @@ async fn huge_names_are_clipped() {
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
     let message = reply.body["error"]["message"].as_str().unwrap_or_default();
     assert!(message.len() < 400, "{} bytes", message.len());
+}
+
+/// With `max_event_age` set, a signed body dated long ago (a captured delivery replayed) is 400
+/// `event_too_old`; a fresh one and one without a date are accepted.
+#[tokio::test]
+async fn old_events_are_refused_when_configured() {
+    let edge = Edge::with_limits(Limits {
+        max_event_age: Some(Duration::from_secs(600)),
+        ..limits()
+    });
+    let dated = |date: &str| {
+        let mut body: Value = serde_json::from_slice(&push()).expect("json");
+        body["date"] = Value::from(date);
+        serde_json::to_vec(&body).expect("json")
+    };
+    let old = edge
+        .signed(
+            "repo:refs_changed",
+            "old-1",
+            &dated("2020-01-01T00:00:00+0000"),
+        )
+        .await;
+    assert_eq!(old.status, StatusCode::BAD_REQUEST, "{}", old.body);
+    assert_eq!(old.code(), "event_too_old");
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format");
+    let fresh = edge
+        .signed("repo:refs_changed", "fresh-1", &dated(&now))
+        .await;
+    assert_eq!(fresh.status, StatusCode::ACCEPTED, "{}", fresh.body);
+    let mut undated: Value = serde_json::from_slice(&push()).expect("json");
+    undated.as_object_mut().expect("object").remove("date");
+    let undated = serde_json::to_vec(&undated).expect("json");
+    let reply = edge
+        .signed("repo:refs_changed", "undated-1", &undated)
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert_eq!(edge.published().len(), 2);
 }

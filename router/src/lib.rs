@@ -47,6 +47,7 @@ use inlet_core::records::{
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
+use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::filter::{ChangesSource, PathFilters};
@@ -55,8 +56,8 @@ use crate::telemetry::{Routing, RoutingOutcome};
 
 /// How long a delivery id is remembered to drop Bitbucket redeliveries of the same request.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(60 * 60);
-/// How many delivery ids are remembered at most.
-const DUPLICATE_CAPACITY: usize = 200_000;
+/// How many delivery ids and body digests are remembered at most (two entries per delivery).
+const DUPLICATE_CAPACITY: usize = 400_000;
 
 /// What the stage runs with, built by the caller.
 pub struct Deps<S> {
@@ -146,10 +147,10 @@ impl<S: ChangesSource> Router<S> {
             .wait_for(delivery.control_offset, CONTROL_WAIT)
             .await;
         let mut record = delivery_event(message, delivery);
-        if self.is_duplicate(message, delivery) {
+        if let Some(reason) = self.duplicate(message, delivery) {
             routing.outcome = RoutingOutcome::Duplicate;
             record.outcome = DeliveryOutcome::Duplicate;
-            record.reasons = vec!["duplicate_delivery".to_owned()];
+            record.reasons = vec![reason.to_owned()];
             return Ok(vec![self.delivery_output(&record)]);
         }
         let event =
@@ -184,16 +185,25 @@ impl<S: ChangesSource> Router<S> {
         Ok(self.outputs(message, routed, record, routing))
     }
 
-    /// Whether this delivery id was routed within the window and is not a redelivery.
-    fn is_duplicate(&self, message: &OwnedMessage, delivery: &Delivery) -> bool {
-        let redelivery = header(message, headers::REDELIVERY).is_some();
-        let key = format!("{}/{}", delivery.integration, delivery.delivery_id);
-        let first = self
-            .seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .first_time(&key, Instant::now());
-        !first && !redelivery
+    /// Why this delivery is one already routed within the window, unless it is a redelivery an
+    /// admin asked for: the same `X-Request-Id` (`duplicate_delivery`), or the same signed body
+    /// under another id (`replayed_body`: a captured delivery sent again, which the signature
+    /// alone cannot tell from the original).
+    fn duplicate(&self, message: &OwnedMessage, delivery: &Delivery) -> Option<&'static str> {
+        let id = format!("id/{}/{}", delivery.integration, delivery.delivery_id);
+        let digest = Sha256::digest(message.payload().unwrap_or_default());
+        let body = format!("body/{}/{}", delivery.integration, hex::encode(digest));
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (new_id, new_body) = (seen.first_time(&id, now), seen.first_time(&body, now));
+        if header(message, headers::REDELIVERY).is_some() {
+            return None;
+        }
+        match (new_id, new_body) {
+            (false, _) => Some("duplicate_delivery"),
+            (true, false) => Some("replayed_body"),
+            (true, true) => None,
+        }
     }
 
     /// The trigger rules of DESIGN §5 over the current registry.
