@@ -493,3 +493,30 @@ async fn replayed_bodies_are_duplicates() {
         "{replayed:?}"
     );
 }
+
+/// Rotating the webhook secret twice used to cut off, at once, the secret Bitbucket still had
+/// (401). Now every secret within its grace period keeps verifying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_rotation_keeps_the_first_secret_valid() {
+    let (dev, key, original) = pipeline().await;
+    for _ in 0..2 {
+        let rotated = admin(
+            &dev,
+            &key,
+            "POST",
+            "/integrations/bb/rotate-secret",
+            json!({"grace_period_secs": 3600}),
+        )
+        .await;
+        assert_eq!(rotated.status, 200, "{rotated:?}");
+    }
+    let answer = webhook(
+        &dev.webhook_url("bb"),
+        "repo:refs_changed",
+        "old-secret",
+        &original,
+        &common::push_body("main", MAIN),
+    )
+    .await;
+    assert_eq!(answer.status, 202, "{answer:?}");
+}

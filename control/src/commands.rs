@@ -70,6 +70,11 @@ pub enum ControlCommand {
         secret: Sealed,
         /// RFC 3339 instant until which the old secret still verifies.
         previous_valid_until: String,
+        /// The incarnation the new secret was sealed for: a rotation racing a delete and
+        /// re-create of the name is rejected instead of installing a secret for another
+        /// integration. Absent in records written before it existed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        integration_id: Option<String>,
     },
     /// Delete an integration; stacks using it become detached.
     DeleteIntegration {

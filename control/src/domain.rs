@@ -73,6 +73,11 @@ pub struct Integration {
     /// The secret before the last rotation, accepted until its grace period ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_webhook_secret: Option<PreviousSecret>,
+    /// Secrets of earlier rotations whose grace periods had not ended when the next rotation came
+    /// (a second rotation must not cut off a secret Bitbucket may still send), at most
+    /// [`MAX_OLDER_SECRETS`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub older_webhook_secrets: Vec<PreviousSecret>,
     /// When the integration was created (RFC 3339, from the control record).
     pub created_at: String,
 }
@@ -86,7 +91,18 @@ pub struct PreviousSecret {
     pub valid_until: String,
 }
 
+/// Older secrets kept at most, besides the previous one.
+pub const MAX_OLDER_SECRETS: usize = 4;
+
 impl Integration {
+    /// Every earlier secret that may still be within its grace period (the caller compares
+    /// `valid_until` with the clock).
+    pub fn grace_secrets(&self) -> impl Iterator<Item = &PreviousSecret> {
+        self.previous_webhook_secret
+            .iter()
+            .chain(self.older_webhook_secrets.iter())
+    }
+
     /// The context webhook secrets of this integration are sealed for.
     pub fn webhook_secret_context(&self) -> String {
         format!("webhook_secret/{}", self.id)

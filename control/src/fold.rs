@@ -11,10 +11,12 @@ use crate::commands::{
     ControlCommand, ControlRecord, IntegrationPatch, SpacePatch, StackPatch, StackSpec,
 };
 use crate::crypto::Sealed;
+use crate::domain::MAX_OLDER_SECRETS;
 use crate::domain::{
     ApiKey, Integration, IntegrationStatus, PreviousSecret, ROOT_SPACE, Space, Stack,
 };
 use crate::registry::Registry;
+use inlet_core::clock::parse_rfc3339;
 
 /// Why a command was refused, mapped by the admin API to an HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +101,14 @@ impl Registry {
                 name,
                 secret,
                 previous_valid_until,
-            } => self.rotate_webhook_secret(name, secret, previous_valid_until),
+                integration_id,
+            } => self.rotate_webhook_secret(
+                name,
+                secret,
+                previous_valid_until,
+                integration_id.as_deref(),
+                &record.issued_at,
+            ),
             ControlCommand::CreateIntegration { integration } => {
                 self.create_integration(integration)
             }
@@ -288,26 +297,60 @@ impl Registry {
         Ok(Applied::default())
     }
 
+    /// Installs a new webhook secret. The old one verifies until `previous_valid_until`; a
+    /// previous secret still within its grace period at `issued_at` (the record's own time, so
+    /// every replica decides alike) is kept among the older ones until its own deadline — unless
+    /// this rotation has no grace period at all, which cuts every earlier secret off.
     fn rotate_webhook_secret(
         &mut self,
         name: &str,
         secret: &Sealed,
         previous_valid_until: &str,
+        integration_id: Option<&str>,
+        issued_at: &str,
     ) -> Outcome {
         let Some(integration) = self.integrations.get_mut(name) else {
             return Err(integration_not_found(name));
         };
+        if integration_id.is_some_and(|id| id != integration.id) {
+            return Err(Rejection::conflict(
+                "integration_replaced",
+                format!(
+                    "integration `{name}` was deleted and re-created while its secret was rotated; rotate again"
+                ),
+            ));
+        }
         if secret.key_id().is_none() {
             return Err(Rejection::invalid(
                 "webhook_secret",
                 "the webhook secret must be sealed",
             ));
         }
+        let issued = parse_rfc3339(issued_at);
+        let still_valid = |p: &PreviousSecret| match (issued, parse_rfc3339(&p.valid_until)) {
+            (Some(issued), Some(until)) => until > issued,
+            // Unreadable times: keep it; its own deadline still applies at verification.
+            _ => true,
+        };
+        // A rotation without grace (a leaked secret) cuts off every earlier secret at once.
+        let emergency = match (issued, parse_rfc3339(previous_valid_until)) {
+            (Some(issued), Some(until)) => until <= issued,
+            _ => false,
+        };
+        let mut older: Vec<PreviousSecret> = integration
+            .grace_secrets()
+            .filter(|p| !emergency && still_valid(p))
+            .cloned()
+            .collect();
+        // The soonest to expire go first when there are too many.
+        older.sort_by(|a, b| b.valid_until.cmp(&a.valid_until));
+        older.truncate(MAX_OLDER_SECRETS);
         let previous = std::mem::replace(&mut integration.webhook_secret, secret.clone());
         integration.previous_webhook_secret = Some(PreviousSecret {
             secret: previous,
             valid_until: previous_valid_until.to_owned(),
         });
+        integration.older_webhook_secrets = older;
         Ok(Applied::default())
     }
 
@@ -1083,11 +1126,13 @@ mod tests {
                 name: "bb".to_owned(),
                 secret: new_secret.clone(),
                 previous_valid_until: "2026-01-02T00:00:00Z".to_owned(),
+                integration_id: None,
             },
             ControlCommand::RotateWebhookSecret {
                 name: "nope".to_owned(),
                 secret: new_secret.clone(),
                 previous_valid_until: "2026-01-02T00:00:00Z".to_owned(),
+                integration_id: None,
             },
         ]);
         assert!(outcomes[1].is_ok());
@@ -1101,5 +1146,84 @@ mod tests {
         let previous = bb.previous_webhook_secret.as_ref().expect("previous");
         assert_eq!(previous.valid_until, "2026-01-02T00:00:00Z");
         assert_ne!(previous.secret, new_secret);
+    }
+
+    /// A second rotation within the first one's grace period keeps the first secret until its
+    /// own deadline (judged at the record's issue time); expired ones are dropped; a rotation
+    /// sealed for a former incarnation of the name is refused.
+    #[test]
+    fn rotations_keep_secrets_within_their_grace() {
+        let key = crate::testing::secrets_key();
+        let sealed = |text: &str| key.seal(&Secret::new(text), "webhook_secret/i1");
+        let rotate =
+            |secret: &str, until: &str, id: Option<&str>| ControlCommand::RotateWebhookSecret {
+                name: "bb".to_owned(),
+                secret: sealed(secret),
+                previous_valid_until: until.to_owned(),
+                integration_id: id.map(str::to_owned),
+            };
+        let mut registry = Registry::new();
+        let at = |command: ControlCommand, issued_at: &str| {
+            let mut record = record(command);
+            record.issued_at = issued_at.to_owned();
+            record
+        };
+        assert!(
+            registry
+                .apply(&at(
+                    create_integration("bb", "i1", "root", true),
+                    "2026-01-01T00:00:00Z"
+                ))
+                .is_ok()
+        );
+        let original = registry
+            .integration("bb")
+            .expect("bb")
+            .webhook_secret
+            .clone();
+        // First rotation at 10:00, original valid until 11:00.
+        assert!(
+            registry
+                .apply(&at(
+                    rotate("s1", "2026-01-01T11:00:00Z", Some("i1")),
+                    "2026-01-01T10:00:00Z"
+                ))
+                .is_ok()
+        );
+        // Second rotation at 10:30: s1 valid until 11:30, the original still until 11:00.
+        assert!(
+            registry
+                .apply(&at(
+                    rotate("s2", "2026-01-01T11:30:00Z", Some("i1")),
+                    "2026-01-01T10:30:00Z"
+                ))
+                .is_ok()
+        );
+        let bb = registry.integration("bb").expect("bb");
+        let grace: Vec<(&Sealed, &str)> = bb
+            .grace_secrets()
+            .map(|p| (&p.secret, p.valid_until.as_str()))
+            .collect();
+        assert_eq!(grace.len(), 2, "{grace:?}");
+        assert!(grace.contains(&(&original, "2026-01-01T11:00:00Z")));
+        // A third rotation at 12:00, after both deadlines: only s2 (the one it replaces) is kept.
+        assert!(
+            registry
+                .apply(&at(
+                    rotate("s3", "2026-01-01T13:00:00Z", Some("i1")),
+                    "2026-01-01T12:00:00Z"
+                ))
+                .is_ok()
+        );
+        let bb = registry.integration("bb").expect("bb");
+        let deadlines: Vec<&str> = bb.grace_secrets().map(|p| p.valid_until.as_str()).collect();
+        assert_eq!(deadlines, vec!["2026-01-01T13:00:00Z"]);
+        assert!(!bb.grace_secrets().any(|p| p.secret == original));
+        // Sealed for another incarnation: refused, nothing changes.
+        let outcome = registry.apply(&at(
+            rotate("s4", "2026-01-01T14:00:00Z", Some("i0")),
+            "2026-01-01T12:10:00Z",
+        ));
+        assert_eq!(rejected(&outcome).code, "integration_replaced");
     }
 }

@@ -46,6 +46,7 @@ pub fn integration(
         description: String::new(),
         webhook_secret: Sealed::default(),
         previous_webhook_secret: None,
+        older_webhook_secrets: vec![],
         created_at: "2026-01-01T00:00:00Z".to_owned(),
     };
     integration.webhook_secret =

@@ -54,10 +54,10 @@ impl Unverified {
             .ok_or(VerifyError::UnknownIntegration)?;
         let context = integration.webhook_secret_context();
         let mut secrets = vec![key.open(&integration.webhook_secret, &context)?];
-        if let Some(previous) = &integration.previous_webhook_secret
-            && is_future(&previous.valid_until)
-        {
-            secrets.push(key.open(&previous.secret, &context)?);
+        for previous in integration.grace_secrets() {
+            if is_future(&previous.valid_until) {
+                secrets.push(key.open(&previous.secret, &context)?);
+            }
         }
         signature::verify(self.signature.as_deref(), &self.body, &secrets)?;
         Ok(Verified {
@@ -68,19 +68,36 @@ impl Unverified {
     }
 }
 
-/// Checks at startup that `key` opens every sealed secret in the registry, so a wrong key is a
-/// clear error now rather than failed webhooks later.
+/// Checks at startup that `key` is the control log's secrets key: an error when it opens none of
+/// the integrations' webhook secrets (a wrong key would fail every webhook). An integration whose
+/// secret alone cannot be opened (a record sealed under another key) is logged and left disabled:
+/// its webhooks get 503 `secrets_key_mismatch`, every other integration works.
 pub fn check_secrets_key(registry: &Registry, key: &SecretsKey) -> Result<(), String> {
+    let mut opened = 0;
+    let mut failed = Vec::new();
     for integration in registry.integrations() {
         let context = integration.webhook_secret_context();
-        if let Err(err) = key.open(&integration.webhook_secret, &context) {
-            return Err(format!(
-                "the secrets key (id {}) cannot open the webhook secret of integration `{}`: {err}; \
-                 start ingest with the key the control log was written with",
-                key.id(),
-                integration.name
-            ));
+        match key.open(&integration.webhook_secret, &context) {
+            Ok(_) => opened += 1,
+            Err(err) => {
+                tracing::error!(
+                    integration = %integration.name,
+                    key_id = %key.id(),
+                    error = %err,
+                    "cannot open this integration's webhook secret: its webhooks are answered 503 \
+                     until it is rotated by an ingest with the right key"
+                );
+                failed.push(integration.name.clone());
+            }
         }
+    }
+    if opened == 0 && !failed.is_empty() {
+        return Err(format!(
+            "the secrets key (id {}) opens none of the webhook secrets in the control log \
+             (integrations: {}); start ingest with the key the control log was written with",
+            key.id(),
+            failed.join(", ")
+        ));
     }
     Ok(())
 }

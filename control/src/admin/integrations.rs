@@ -185,6 +185,7 @@ impl Admin {
             description: body.description.unwrap_or_default(),
             webhook_secret: self.seal(&Secret::generate(32), &webhook_context),
             previous_webhook_secret: None,
+            older_webhook_secrets: Vec::new(),
             created_at: now_rfc3339(),
             id,
         };
@@ -286,10 +287,13 @@ impl Admin {
                 format!("at most {} seconds", MAX_GRACE.as_secs()),
             ));
         }
-        let secret = {
+        let (secret, integration_id) = {
             let registry = self.control.read();
             let integration = administered(principal, &registry, name, "rotating the secret")?;
-            self.seal(&Secret::generate(32), &integration.webhook_secret_context())
+            (
+                self.seal(&Secret::generate(32), &integration.webhook_secret_context()),
+                integration.id.clone(),
+            )
         };
         self.apply(
             principal,
@@ -297,6 +301,7 @@ impl Admin {
                 name: name.to_owned(),
                 secret,
                 previous_valid_until: rfc3339_after(grace),
+                integration_id: Some(integration_id),
             },
         )
         .await?;
