@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # librdkafka is built from its bundled source: it needs a C toolchain, make and pkg-config.
-needed=(build-essential pkg-config zlib1g-dev)
+needed=(build-essential pkg-config zlib1g-dev libssl-dev libsasl2-dev libzstd-dev)
 missing=()
 for package in "${needed[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")

@@ -709,9 +709,13 @@ for d in deployments:
         expected = {"metrics": port_of(addr)} if addr.startswith("0.0.0.0:") else {}
         if not expected:
             problems.append(f"{name}: INLET_METRICS_ADDR must bind 0.0.0.0")
-        for key in ("INLET_ADMIN_KEY", "INLET_SECRETS_KEY"):
-            if key in env:
-                problems.append(f"{name}: {key} is only for ingest")
+        # The router opens integrations' access tokens for path-filter lookups, so it gets the
+        # secrets key too; the admin key stays ingest's, and workers see no secret at all.
+        only_for = {"INLET_ADMIN_KEY": ("inlet-ingest",),
+                    "INLET_SECRETS_KEY": ("inlet-ingest", "inlet-router")}
+        for key, allowed in only_for.items():
+            if key in env and name not in allowed:
+                problems.append(f"{name}: {key} is only for {' and '.join(allowed)}")
     for pname, port in expected.items():
         if ports.get(pname) != port:
             problems.append(f"{name}: container port {pname} is {ports.get(pname)}, inlet listens on {port}")

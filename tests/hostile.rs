@@ -520,3 +520,41 @@ async fn a_second_rotation_keeps_the_first_secret_valid() {
     .await;
     assert_eq!(answer.status, 202, "{answer:?}");
 }
+
+/// One issued key writing in a loop is held to a per-key rate (429 with `Retry-After`), so it
+/// cannot flood the control log every process folds; other keys are unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_writes_are_rate_limited_per_key() {
+    let (dev, key, _secret) = pipeline().await;
+    space(&dev, &key, "flood", false).await;
+    let flooder = key_for(&dev, &key, "flood", "admin").await;
+    let other = key_for(&dev, &key, "flood", "admin").await;
+    let mut limited = None;
+    for i in 0..200 {
+        let answer = admin(
+            &dev,
+            &flooder,
+            "PATCH",
+            "/spaces/flood",
+            json!({"name": format!("flood {i}")}),
+        )
+        .await;
+        if answer.status == 429 {
+            limited = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    let limited = limited.expect("the flood was never limited");
+    assert_eq!(limited.json()["error"]["code"], "rate_limited");
+    assert!(limited.headers.contains_key("retry-after"), "{limited:?}");
+    let unaffected = admin(
+        &dev,
+        &other,
+        "PATCH",
+        "/spaces/flood",
+        json!({"name": "ok"}),
+    )
+    .await;
+    assert_eq!(unaffected.status, 200, "{unaffected:?}");
+}

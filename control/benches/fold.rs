@@ -225,6 +225,7 @@ fn generate(stacks: usize) -> Log {
             description: format!("Bitbucket Data Center for team {}", index % SPACES),
             webhook_secret: Sealed::default(),
             previous_webhook_secret: None,
+            older_webhook_secrets: vec![],
             created_at: "2026-01-01T00:00:00Z".to_owned(),
         };
         integration.webhook_secret = key.seal(
@@ -333,6 +334,7 @@ fn generate(stacks: usize) -> Log {
                     &format!("webhook_secret/{}", integration_ids[index]),
                 ),
                 previous_valid_until: "2026-02-01T00:00:00Z".to_owned(),
+                integration_id: Some(integration_ids[index].clone()),
             });
         }
     }

@@ -74,6 +74,7 @@ impl ControlLog {
         metrics: ControlMetrics,
         shutdown: CancellationToken,
     ) -> Result<(ControlLog, tokio::task::JoinHandle<()>), SetupError> {
+        check_topic(kafka, &topic).await?;
         let consumer = kafka.reader().await?;
         let mut assignment = TopicPartitionList::new();
         assignment.add_partition_offset(&topic, 0, Offset::Beginning)?;
@@ -350,6 +351,28 @@ async fn follow(consumer: StreamConsumer, shared: Arc<Shared>, shutdown: Cancell
         shared.metrics.applied_offset.set(offset + 1);
         shared.applied.send_replace(offset + 1);
     }
+}
+
+/// Refuses a control topic the fold cannot be correct on: more than one partition (commands
+/// would be folded in different orders by different processes) or compaction (the broker would
+/// delete commands, so a new process would fold a different registry).
+async fn check_topic(kafka: &Kafka, topic: &str) -> Result<(), SetupError> {
+    let partitions = kafka.partition_count(topic).await?;
+    if partitions != 1 {
+        return Err(SetupError::Invalid(format!(
+            "the control topic {topic} has {partitions} partitions; it must have exactly one, \
+             so every process folds the commands in the same order"
+        )));
+    }
+    if let Some(policy) = kafka.topic_config(topic, "cleanup.policy").await?
+        && policy.contains("compact")
+    {
+        return Err(SetupError::Invalid(format!(
+            "the control topic {topic} has cleanup.policy={policy}; it must be `delete` with \
+             infinite retention (retention.ms=-1): compaction would drop commands"
+        )));
+    }
+    Ok(())
 }
 
 /// How long a stage waits for its fold to reach a record's control offset before going on with

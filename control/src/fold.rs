@@ -223,6 +223,8 @@ impl Registry {
         validate_integration_name(&integration.name)?;
         validate_host_url("api_host_url", &integration.api_host_url)?;
         validate_host_url("user_facing_host_url", &integration.user_facing_host_url)?;
+        validate_labels(&integration.labels)?;
+        validate_description(&integration.description)?;
         if integration.webhook_secret.key_id().is_none() {
             return Err(Rejection::invalid(
                 "webhook_secret",
@@ -288,9 +290,11 @@ impl Registry {
             next.access_token = token.clone();
         }
         if let Some(labels) = &patch.labels {
+            validate_labels(labels)?;
             next.labels = labels.clone();
         }
         if let Some(description) = &patch.description {
+            validate_description(description)?;
             next.description = description.clone();
         }
         self.integrations.insert(name.to_owned(), next);
@@ -397,6 +401,7 @@ impl Registry {
 
     fn create_stack(&mut self, spec: &StackSpec) -> Outcome {
         validate_id("id", &spec.id)?;
+        validate_labels(&spec.labels)?;
         validate_name("name", &spec.name)?;
         validate_repository(&spec.repository)?;
         validate_branch(&spec.branch)?;
@@ -462,6 +467,7 @@ impl Registry {
             next.additional_project_globs = validate_globs(globs)?;
         }
         if let Some(labels) = &patch.labels {
+            validate_labels(labels)?;
             next.labels = labels.clone();
         }
         if let Some(disabled) = patch.disabled {
@@ -555,6 +561,35 @@ fn validate_id(field: &'static str, id: &str) -> Result<(), Rejection> {
             ),
         ))
     }
+}
+
+/// At most this many labels, each 1–64 characters: labels are shown and matched, not stored data.
+const MAX_LABELS: usize = 50;
+/// Longest description (markdown), in characters.
+const MAX_DESCRIPTION: usize = 4096;
+
+fn validate_labels(labels: &[String]) -> Result<(), Rejection> {
+    if labels.len() > MAX_LABELS
+        || labels
+            .iter()
+            .any(|l| l.trim().is_empty() || l.chars().count() > 64)
+    {
+        return Err(Rejection::invalid(
+            "labels",
+            format!("at most {MAX_LABELS} labels of 1 to 64 characters"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_description(description: &str) -> Result<(), Rejection> {
+    if description.chars().count() > MAX_DESCRIPTION {
+        return Err(Rejection::invalid(
+            "description",
+            format!("at most {MAX_DESCRIPTION} characters"),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_name(field: &'static str, name: &str) -> Result<(), Rejection> {

@@ -82,6 +82,9 @@ pub enum SetupError {
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The cluster is set up in a way inlet cannot work with (the message says how to fix it).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Builds clients for one cluster.
@@ -220,6 +223,39 @@ impl Kafka {
         }
         reader.assign(&assignment)?;
         Ok(reader)
+    }
+
+    /// The value of `key` in the configuration of `topic` on a real cluster (`None` on the
+    /// embedded broker, which has no admin API, or when the broker does not answer in 2 s).
+    pub async fn topic_config(&self, topic: &str, key: &str) -> Result<Option<String>, SetupError> {
+        use rdkafka::admin::ResourceSpecifier;
+        if self.embedded {
+            return Ok(None);
+        }
+        let config = self.base(&[]);
+        let admin = tokio::task::spawn_blocking(move || {
+            config.create::<AdminClient<DefaultClientContext>>()
+        })
+        .await??;
+        // A broker without DescribeConfigs (librdkafka's mock cluster in a multi-process setup)
+        // never answers: a short deadline, and "cannot tell" rather than an error.
+        let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(2)));
+        let described = match admin
+            .describe_configs(&[ResourceSpecifier::Topic(topic)], &options)
+            .await
+        {
+            Ok(described) => described,
+            Err(err) => {
+                tracing::info!(%topic, key, error = %err, "cannot read the topic's configuration; not checked");
+                return Ok(None);
+            }
+        };
+        Ok(described
+            .into_iter()
+            .flatten()
+            .flat_map(|resource| resource.entries)
+            .find(|entry| entry.name == key)
+            .and_then(|entry| entry.value))
     }
 
     /// Creates missing topics on a real cluster (the embedded broker creates its own). Topics that

@@ -53,6 +53,11 @@ pub enum ApiError {
     },
     /// 413: the body is over the limit (bytes).
     TooLarge(usize),
+    /// 429: this key writes faster than the per-key limit.
+    RateLimited {
+        /// Seconds until a write is allowed again.
+        retry_after: u32,
+    },
     /// The control fold rejected the command: 400, 404 or 409 by the rejection's kind.
     Rejected(Rejection),
     /// 503 with `Retry-After`: try again shortly.
@@ -118,6 +123,7 @@ impl ApiError {
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Rejected(rejection) => match rejection.kind {
                 RejectionKind::Invalid => StatusCode::BAD_REQUEST,
                 RejectionKind::Conflict => StatusCode::CONFLICT,
@@ -137,6 +143,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::TooLarge(_) => "body_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Rejected(rejection) => rejection.code,
             ApiError::NotFound { code, .. }
             | ApiError::Conflict { code, .. }
@@ -154,6 +161,9 @@ impl ApiError {
             ApiError::Unauthorized(message) => (*message).to_owned(),
             ApiError::MethodNotAllowed { .. } => "method not allowed on this resource".to_owned(),
             ApiError::TooLarge(limit) => format!("admin requests are limited to {limit} bytes"),
+            ApiError::RateLimited { .. } => {
+                "this API key writes faster than the admin API allows; retry shortly".to_owned()
+            }
             ApiError::Rejected(rejection) => match rejection.field {
                 Some(field) => format!("{field}: {}", rejection.message),
                 None => rejection.message.clone(),
@@ -174,7 +184,8 @@ impl ApiError {
             code: self.code(),
             message: self.message(),
             retry_after: match &self {
-                ApiError::Unavailable { retry_after, .. } => Some(*retry_after),
+                ApiError::Unavailable { retry_after, .. }
+                | ApiError::RateLimited { retry_after } => Some(*retry_after),
                 _ => None,
             },
         }

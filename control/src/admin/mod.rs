@@ -13,6 +13,7 @@ mod deliveries;
 pub mod error;
 mod integrations;
 mod keys;
+mod limit;
 pub mod openapi;
 mod spaces;
 mod stacks;
@@ -96,6 +97,7 @@ pub struct Admin {
     control: ControlLog,
     deps: AdminDeps,
     ops: Ops<ControlLog>,
+    writes: limit::WriteLimit,
 }
 
 /// A handler's result.
@@ -109,7 +111,12 @@ impl Admin {
             metrics: deps.metrics.clone(),
             readiness: control.clone(),
         };
-        Admin { control, deps, ops }
+        Admin {
+            control,
+            deps,
+            ops,
+            writes: limit::WriteLimit::default(),
+        }
     }
 
     /// Answers one request.
@@ -159,6 +166,18 @@ impl Admin {
             tracing::warn!(error = %err, "serving the admin API without catching up");
         }
         let principal = self.authenticate(&request)?;
+        // The bootstrap key is the operator's own (provisioning scripts create thousands of
+        // stacks with it); issued keys are limited.
+        if method != Method::GET
+            && !matches!(principal, Principal::Bootstrap)
+            && let Err(wait) = self
+                .writes
+                .take(principal.actor(), std::time::Instant::now())
+        {
+            return Err(ApiError::RateLimited {
+                retry_after: wait.as_secs().max(1) as u32,
+            });
+        }
         let p = &principal;
         match (method, segments.as_slice()) {
             (Method::GET, ["spaces"]) => self.list_spaces(p),
