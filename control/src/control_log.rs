@@ -54,6 +54,8 @@ struct Shared {
     topic: String,
     /// `None` for an in-memory log ([`ControlLog::in_memory`]).
     producer: Option<Producer>,
+    /// When the last successful shared catch-up started.
+    last_sync: tokio::sync::Mutex<Option<std::time::Instant>>,
     metrics: ControlMetrics,
 }
 
@@ -109,6 +111,7 @@ impl ControlLog {
             origin: Secret::generate(8).expose().to_owned(),
             topic,
             producer: Some(producer),
+            last_sync: tokio::sync::Mutex::new(None),
             metrics,
         });
         shared.metrics.end_offset.set(end);
@@ -144,6 +147,7 @@ impl ControlLog {
                 origin: "in-memory".to_owned(),
                 topic: String::new(),
                 producer: None,
+                last_sync: tokio::sync::Mutex::new(None),
                 metrics,
             }),
         }
@@ -192,6 +196,21 @@ impl ControlLog {
         tokio::time::timeout(APPEND_TIMEOUT, self.wait_applied(end))
             .await
             .map_err(|_| ControlError::FoldTimeout)
+    }
+
+    /// [`Self::sync`], shared: a caller that finds a catch-up already started after it arrived
+    /// waits for that one instead of asking the broker again, so a burst of admin requests costs
+    /// one watermark fetch, not one each.
+    pub async fn sync_shared(&self) -> Result<(), ControlError> {
+        let arrived = std::time::Instant::now();
+        let mut last = self.shared.last_sync.lock().await;
+        if last.is_some_and(|started| started >= arrived) {
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        self.sync().await?;
+        *last = Some(started);
+        Ok(())
     }
 
     /// Reads the log's end offset from the broker and records it in `inlet_control_end_offset`.

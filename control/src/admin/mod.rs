@@ -89,6 +89,18 @@ pub async fn run(
     inlet_core::listener::serve("admin", listener, admin, limits, drain, shutdown).await;
 }
 
+/// Whether the request presents something shaped like an issued key (`Bearer ik_<id>.<secret>`):
+/// only such a key may be one this process has not folded yet; anything else is refused without
+/// touching the broker.
+fn names_an_issued_key<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ik_"))
+        .is_some_and(|rest| rest.contains('.') && rest.len() <= 200)
+}
+
 /// How long a request waits for the broker to acknowledge what it produces.
 const SEND_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -160,12 +172,20 @@ impl Admin {
         if !openapi::is_resource(&segments) {
             return Err(no_such_endpoint());
         }
-        // Catch up with changes other replicas acknowledged (keys included) before answering.
-        // When the broker is unreachable, reads are still served from what this process has.
-        if let Err(err) = self.control.sync().await {
-            tracing::warn!(error = %err, "serving the admin API without catching up");
-        }
-        let principal = self.authenticate(&request)?;
+        // Authenticate before any broker I/O, against what this process has folded; only a key
+        // it does not know yet (created through another replica a moment ago) makes it catch up
+        // first. Then catch up with changes other replicas acknowledged before answering; when
+        // the broker is unreachable, reads are still served from what this process has.
+        // Concurrent requests share one catch-up.
+        let principal = match self.authenticate(&request) {
+            Ok(principal) => principal,
+            Err(err) if !names_an_issued_key(&request) => return Err(err),
+            Err(_) => {
+                self.catch_up().await;
+                self.authenticate(&request)?
+            }
+        };
+        self.catch_up().await;
         // The bootstrap key is the operator's own (provisioning scripts create thousands of
         // stacks with it); issued keys are limited.
         if method != Method::GET
@@ -234,6 +254,13 @@ impl Admin {
             _ => Err(ApiError::MethodNotAllowed {
                 allow: openapi::allowed_methods(&segments),
             }),
+        }
+    }
+
+    /// Folds everything appended so far (shared with concurrent requests), or logs why not.
+    async fn catch_up(&self) {
+        if let Err(err) = self.control.sync_shared().await {
+            tracing::warn!(error = %err, "serving the admin API without catching up");
         }
     }
 
