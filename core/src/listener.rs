@@ -108,10 +108,16 @@ pub async fn serve<S: Service>(
             if let Err(err) = connection.await {
                 tracing::debug!(listener = name, %peer, error = %err, "connection ended with an error");
             }
+            // The connection's slot frees only once it is closed.
             drop(permit);
         });
     }
     drop(listener);
+    drain_connections(name, graceful, drain).await;
+}
+
+/// Lets every open connection finish the request it is serving, for at most `drain`.
+async fn drain_connections(name: &'static str, graceful: GracefulShutdown, drain: Duration) {
     tracing::info!(
         listener = name,
         open = graceful.count(),

@@ -185,41 +185,9 @@ impl<S: ChangesSource> PathFilters<S> {
         .await;
         let mut filtered = Filtered::default();
         let mut keep = vec![true; routed.triggers.len()];
-        let reasons = &mut filtered.reasons;
         for ((scope, plan), answer) in routed.scopes.iter().zip(&plans).zip(answers) {
-            let (Some(plan), Some((answer, cached))) = (plan, answer) else {
-                continue;
-            };
-            if cached {
-                filtered.cached += 1;
-            } else if answer.is_ok() {
-                filtered.fetched += 1;
-            }
-            let files = match answer {
-                Ok(files) if files.truncated => {
-                    filtered.failed_open += 1;
-                    reasons.push(format!("changes_truncated: {}", scope.reference));
-                    continue;
-                }
-                Ok(files) => files,
-                Err(reason) => {
-                    filtered.failed_open += 1;
-                    reasons.push(format!(
-                        "changes_unavailable: {}: {reason}",
-                        scope.reference
-                    ));
-                    continue;
-                }
-            };
-            for (index, filter) in scope.triggers.clone().zip(&plan.filters) {
-                if filter.as_ref().is_some_and(|f| !affected(f, &files)) {
-                    keep[index] = false;
-                    filtered.skipped += 1;
-                    reasons.push(format!(
-                        "no_affected_files: {}",
-                        routed.triggers[index].stack_id
-                    ));
-                }
+            if let (Some(plan), Some(answer)) = (plan, answer) {
+                judge(routed, scope, plan, answer, &mut keep, &mut filtered);
             }
         }
         let mut index = 0;
@@ -324,6 +292,51 @@ impl<S: ChangesSource> PathFilters<S> {
                 .put(key, files.clone());
         }
         (answer, false)
+    }
+}
+
+/// Applies one change's answer: marks in `keep` the triggers of stacks no changed path concerns,
+/// or keeps them all (failing open) when the answer is missing or truncated; records why.
+fn judge(
+    routed: &Routed,
+    scope: &Scope,
+    plan: &Plan,
+    (answer, cached): (Result<Arc<ChangedFiles>, String>, bool),
+    keep: &mut [bool],
+    filtered: &mut Filtered,
+) {
+    if cached {
+        filtered.cached += 1;
+    } else if answer.is_ok() {
+        filtered.fetched += 1;
+    }
+    let files = match answer {
+        Ok(files) if files.truncated => {
+            filtered.failed_open += 1;
+            filtered
+                .reasons
+                .push(format!("changes_truncated: {}", scope.reference));
+            return;
+        }
+        Ok(files) => files,
+        Err(reason) => {
+            filtered.failed_open += 1;
+            filtered.reasons.push(format!(
+                "changes_unavailable: {}: {reason}",
+                scope.reference
+            ));
+            return;
+        }
+    };
+    for (index, filter) in scope.triggers.clone().zip(&plan.filters) {
+        if filter.as_ref().is_some_and(|f| !affected(f, &files)) {
+            keep[index] = false;
+            filtered.skipped += 1;
+            filtered.reasons.push(format!(
+                "no_affected_files: {}",
+                routed.triggers[index].stack_id
+            ));
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! The trigger rules (DESIGN §5), as pure functions of an event and the registry.
 
-use inlet_bitbucket::{ChangeKind, PullRequestAction, PullRequestEvent, RefsChanged};
+use inlet_bitbucket::{Change, ChangeKind, PullRequestAction, PullRequestEvent, RefsChanged};
 use inlet_control::domain::Stack;
 use inlet_control::registry::Registry;
 use inlet_core::records::{Cause, Commit, Delivery, RunType, StackTrigger, TriggerKind};
@@ -106,26 +106,9 @@ pub fn route_push(registry: &Registry, delivery: &Delivery, push: &RefsChanged) 
     let actor = push.actor.as_ref().and_then(|a| a.login());
     for change in &push.changes {
         let reference = &change.reference;
-        if !reference.is_branch() {
-            routed
-                .ignored
-                .push((reference.id.clone(), IgnoredReason::TagPush));
+        if let Some(reason) = not_a_branch_update(change) {
+            routed.ignored.push((reference.id.clone(), reason));
             continue;
-        }
-        match change.change_kind() {
-            Some(ChangeKind::Add | ChangeKind::Update) => {}
-            Some(ChangeKind::Delete) => {
-                routed
-                    .ignored
-                    .push((reference.id.clone(), IgnoredReason::BranchDeleted));
-                continue;
-            }
-            None => {
-                routed
-                    .ignored
-                    .push((reference.id.clone(), IgnoredReason::UnknownChange));
-                continue;
-            }
         }
         let branch = reference.short_name();
         let before = routed.triggers.len();
@@ -135,21 +118,19 @@ pub fn route_push(registry: &Registry, delivery: &Delivery, push: &RefsChanged) 
             } else {
                 RunType::Proposed
             };
+            let commit = Commit {
+                sha: change.to_hash.clone(),
+                branch: branch.clone(),
+                repository: repository.clone(),
+            };
+            let cause = Cause {
+                kind: TriggerKind::Push,
+                pull_request_id: None,
+                actor: actor.clone(),
+            };
+            let id_parts: [&str; 2] = [&reference.id, &change.to_hash];
             routed.triggers.push(StackTrigger::new(
-                delivery,
-                &stack.id,
-                run_type,
-                Commit {
-                    sha: change.to_hash.clone(),
-                    branch: branch.clone(),
-                    repository: repository.clone(),
-                },
-                Cause {
-                    kind: TriggerKind::Push,
-                    pull_request_id: None,
-                    actor: actor.clone(),
-                },
-                &[&reference.id, &change.to_hash],
+                delivery, &stack.id, run_type, commit, cause, &id_parts,
             ));
         }
         if routed.triggers.len() == before {
@@ -160,15 +141,33 @@ pub fn route_push(registry: &Registry, delivery: &Delivery, push: &RefsChanged) 
             routed.scopes.push(Scope {
                 reference: reference.id.clone(),
                 repository: repository.clone(),
-                lookup: Lookup::Compare {
-                    from: change.to_hash.clone(),
-                    to: (!is_zero(&change.from_hash)).then(|| change.from_hash.clone()),
-                },
+                lookup: compare_lookup(change),
                 triggers: before..routed.triggers.len(),
             });
         }
     }
     routed
+}
+
+/// Why a ref change of a push triggers nothing, if it does not: tags, deletions, unknown types.
+fn not_a_branch_update(change: &Change) -> Option<IgnoredReason> {
+    if !change.reference.is_branch() {
+        return Some(IgnoredReason::TagPush);
+    }
+    match change.change_kind() {
+        Some(ChangeKind::Add | ChangeKind::Update) => None,
+        Some(ChangeKind::Delete) => Some(IgnoredReason::BranchDeleted),
+        None => Some(IgnoredReason::UnknownChange),
+    }
+}
+
+/// The changed-files lookup of a branch change: from the pushed commit to the old one, or
+/// against the default branch for a new branch.
+fn compare_lookup(change: &Change) -> Lookup {
+    Lookup::Compare {
+        from: change.to_hash.clone(),
+        to: (!is_zero(&change.from_hash)).then(|| change.from_hash.clone()),
+    }
 }
 
 /// The command a pull-request comment must start with to request proposed runs.
@@ -208,29 +207,15 @@ pub fn route_pull_request(
             named.contains(&stack.id)
         }
     };
-    let actor = event.actor.as_ref().and_then(|a| a.login());
-    let source = &pr.from_ref;
+    let cause = Cause {
+        kind,
+        pull_request_id: Some(pr.id),
+        actor: event.actor.as_ref().and_then(|a| a.login()),
+    };
     let triggers: Vec<StackTrigger> = registry
         .stacks_on_repository(&delivery.integration, &repository)
         .filter(|stack| matches(stack))
-        .map(|stack| {
-            StackTrigger::new(
-                delivery,
-                &stack.id,
-                RunType::Proposed,
-                Commit {
-                    sha: source.latest_commit.clone(),
-                    branch: source.branch(),
-                    repository: source.repository.full_name(),
-                },
-                Cause {
-                    kind,
-                    pull_request_id: Some(pr.id),
-                    actor: actor.clone(),
-                },
-                &[&reference, &source.latest_commit, &salt],
-            )
-        })
+        .map(|stack| proposed_at_source(delivery, &stack.id, event, &cause, &[&reference, &salt]))
         .collect();
     if triggers.is_empty() {
         return ignore(IgnoredReason::NoStackOnTarget);
@@ -241,7 +226,7 @@ pub fn route_pull_request(
             repository,
             lookup: Lookup::PullRequest {
                 id: pr.id,
-                at: source.latest_commit.clone(),
+                at: pr.from_ref.latest_commit.clone(),
             },
             triggers: 0..triggers.len(),
         }],
@@ -252,6 +237,33 @@ pub fn route_pull_request(
         scopes,
         ignored: Vec::new(),
     }
+}
+
+/// A proposed run of `stack_id` at the pull request's latest source commit; `id_parts` are the
+/// pull request's reference and the comment id (empty for other events).
+fn proposed_at_source(
+    delivery: &Delivery,
+    stack_id: &str,
+    event: &PullRequestEvent,
+    cause: &Cause,
+    id_parts: &[&str; 2],
+) -> StackTrigger {
+    let source = &event.pull_request.from_ref;
+    let commit = Commit {
+        sha: source.latest_commit.clone(),
+        branch: source.branch(),
+        repository: source.repository.full_name(),
+    };
+    // The pull request, its commit, and the comment id of an `/inlet preview`.
+    let parts: [&str; 3] = [id_parts[0], &source.latest_commit, id_parts[1]];
+    StackTrigger::new(
+        delivery,
+        stack_id,
+        RunType::Proposed,
+        commit,
+        cause.clone(),
+        &parts,
+    )
 }
 
 /// What a pull-request event asks for: the trigger kind, the stacks named by an `/inlet preview`
