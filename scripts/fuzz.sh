@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Fuzzes the parsers of untrusted input (issue 11 item 9) for a bounded time: the webhook
+# signature header, Bitbucket payloads under every event key, control records folded into a
+# registry, and the admin API's request bodies. The targets live in fuzz/ (its own cargo
+# project, excluded from the workspace) and run under cargo-fuzz's libFuzzer on the stable
+# toolchain, without a sanitizer: the crates forbid `unsafe`, so what is looked for is a panic
+# (slicing, overflow, a broken invariant) or a hang.
+#
+# Each target runs FUZZ_SECONDS (default 15) on a corpus in fuzz/corpus/<target> (kept between
+# local runs, never committed) seeded from fuzz/seeds/<target>; bitbucket_payload also from
+# ../shared/bitbucket-payloads and tests/fixtures. FUZZ_SECONDS=0 only replays the corpus.
+# FUZZ_TARGETS="a b" runs only those. Every target runs even after another crashed; the script
+# then exits non-zero and names each crashing input, to reproduce with
+#   cargo fuzz run --sanitizer none <target> <input>     (in fuzz/)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+seconds=${FUZZ_SECONDS:-15}
+read -ra targets <<<"${FUZZ_TARGETS:-signature_header bitbucket_payload control_fold admin_bodies}"
+cargo_fuzz_version=0.13.2
+
+# The workspace's C libraries (librdkafka's build), as scripts/test.sh lists them, and a C++
+# compiler for libFuzzer itself.
+needed=(build-essential)
+if packages=$(sed -n 's/^needed=(\(.*\))$/\1/p' scripts/test.sh) && [[ -n $packages ]]; then
+  read -ra listed <<<"$packages"
+  needed+=("${listed[@]}")
+fi
+missing=()
+for package in "${needed[@]}"; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  if [[ $(id -u) -eq 0 ]]; then
+    echo "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null
+  else
+    echo "missing packages: ${missing[*]} (run as root, or install them with apt-get)" >&2
+    exit 1
+  fi
+fi
+
+if [[ $(cargo fuzz --version 2>/dev/null) != "cargo-fuzz $cargo_fuzz_version" ]]; then
+  echo "installing cargo-fuzz $cargo_fuzz_version"
+  cargo install --locked --quiet --version "$cargo_fuzz_version" cargo-fuzz </dev/null
+fi
+
+cd fuzz
+# The fuzz build takes the workspace's versions of every crate they share (only libFuzzer's
+# crates are its own), so it builds what the tests test.
+cp ../Cargo.lock Cargo.lock
+started=$SECONDS
+cargo fuzz build --sanitizer none </dev/null
+echo "fuzz targets built in $((SECONDS - started)) s"
+
+crashes=()
+for target in "${targets[@]}"; do
+  corpus=corpus/$target
+  artifacts=artifacts/$target
+  mkdir -p "$corpus" "$artifacts"
+  if [[ -d seeds/$target ]]; then
+    cp seeds/"$target"/* "$corpus"/
+  fi
+  if [[ $target == bitbucket_payload ]]; then
+    cp ../tests/fixtures/*.json "$corpus"/
+    if compgen -G "$root/../shared/bitbucket-payloads/*.json" >/dev/null; then
+      cp "$root"/../shared/bitbucket-payloads/*.json "$corpus"/
+      chmod u+w "$corpus"/*.json
+    else
+      echo "note: ../shared/bitbucket-payloads not found; $target starts from the fixtures only"
+    fi
+  fi
+  if ((seconds > 0)); then
+    budget=(-max_total_time="$seconds")
+  else
+    budget=(-runs=0)
+  fi
+  mkdir -p logs
+  log=logs/$target.log
+  before=$(find "$artifacts" -type f | sort)
+  echo "fuzzing $target for ${seconds} s (corpus: $(find "$corpus" -type f | wc -l) inputs)"
+  status=0
+  # libFuzzer stops itself after max_total_time; the outer timeout only guards a stuck start.
+  timeout --kill-after=10 $((seconds + 300)) \
+    cargo fuzz run --sanitizer none "$target" "$corpus" -- \
+    "${budget[@]}" -timeout=10 -rss_limit_mb=2048 -dict=dicts/"$target".dict \
+    -print_final_stats=1 </dev/null >"$log" 2>&1 || status=$?
+  grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | sed 's/^/  /' || true
+  echo "  corpus now $(find "$corpus" -type f | wc -l) inputs"
+  new=$(comm -13 <(echo "$before") <(find "$artifacts" -type f | sort))
+  if ((status != 0)) || [[ -n $new ]]; then
+    echo "$target FAILED (exit $status); from $PWD/$log:" >&2
+    # The panic and its stack trace, or else the end of the log.
+    report=$(sed -n '/panicked at\|^==[0-9]*== ERROR/,/^SUMMARY/p' "$log")
+    if [[ -n $report ]]; then echo "$report" >&2; else tail -n 40 "$log" >&2; fi
+    for input in $new; do
+      echo "crashing input: $PWD/$input" >&2
+      echo "  reproduce: (cd fuzz && cargo fuzz run --sanitizer none $target $input)" >&2
+      crashes+=("$target: $PWD/$input")
+    done
+    [[ -n $new ]] || crashes+=("$target: exit $status, no input saved (see $PWD/$log)")
+  fi
+done
+
+if ((${#crashes[@]})); then
+  echo "fuzzing found ${#crashes[@]} failure(s):" >&2
+  printf '  %s\n' "${crashes[@]}" >&2
+  exit 1
+fi
+echo "fuzzing found nothing: ${targets[*]}"
