@@ -3,20 +3,30 @@
 # signature header, Bitbucket payloads under every event key, control records folded into a
 # registry, and the admin API's request bodies. The targets live in fuzz/ (its own cargo
 # project, excluded from the workspace) and run under cargo-fuzz's libFuzzer on the stable
-# toolchain, without a sanitizer: the crates forbid `unsafe`, so what is looked for is a panic
-# (slicing, overflow, a broken invariant) or a hang.
+# toolchain, by default without a sanitizer: the crates forbid `unsafe`, so what is looked for
+# is a panic (slicing, overflow, a broken invariant) or a hang.
 #
 # Each target runs FUZZ_SECONDS (default 15) on a corpus in fuzz/corpus/<target> (kept between
 # local runs, never committed) seeded from fuzz/seeds/<target>; bitbucket_payload also from
 # ../shared/bitbucket-payloads and tests/fixtures. FUZZ_SECONDS=0 only replays the corpus.
-# FUZZ_TARGETS="a b" runs only those. Every target runs even after another crashed; the script
-# then exits non-zero and names each crashing input, to reproduce with
-#   cargo fuzz run --sanitizer none <target> <input>     (in fuzz/)
+# FUZZ_TARGETS="a b" runs only those. FUZZ_SANITIZER=address builds with AddressSanitizer, in
+# fuzz/target/address; its flag is unstable, so that build sets RUSTC_BOOTSTRAP=1 on the stable
+# toolchain, and it runs at about a third of the speed. Every target runs even after another
+# crashed; the script then exits non-zero and names each crashing input, to reproduce with
+#   cargo fuzz run --sanitizer none <target> <input>     (in fuzz/; the script prints it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 seconds=${FUZZ_SECONDS:-15}
+sanitizer=${FUZZ_SANITIZER:-none}
+build=(--sanitizer "$sanitizer")
+rerun="cargo fuzz run --sanitizer $sanitizer"
+if [[ $sanitizer != none ]]; then
+  export RUSTC_BOOTSTRAP=1
+  build+=(--target-dir "target/$sanitizer")
+  rerun="RUSTC_BOOTSTRAP=1 $rerun --target-dir target/$sanitizer"
+fi
 read -ra targets <<<"${FUZZ_TARGETS:-signature_header bitbucket_payload control_fold admin_bodies}"
 cargo_fuzz_version=0.13.2
 
@@ -52,7 +62,7 @@ cd fuzz
 # crates are its own), so it builds what the tests test.
 cp ../Cargo.lock Cargo.lock
 started=$SECONDS
-cargo fuzz build --sanitizer none </dev/null
+cargo fuzz build "${build[@]}" </dev/null
 echo "fuzz targets built in $((SECONDS - started)) s"
 
 crashes=()
@@ -80,11 +90,11 @@ for target in "${targets[@]}"; do
   mkdir -p logs
   log=logs/$target.log
   before=$(find "$artifacts" -type f | sort)
-  echo "fuzzing $target for ${seconds} s (corpus: $(find "$corpus" -type f | wc -l) inputs)"
+  echo "fuzzing $target for $seconds s (corpus: $(find "$corpus" -type f | wc -l) inputs)"
   status=0
   # libFuzzer stops itself after max_total_time; the outer timeout only guards a stuck start.
   timeout --kill-after=10 $((seconds + 300)) \
-    cargo fuzz run --sanitizer none "$target" "$corpus" -- \
+    cargo fuzz run "${build[@]}" "$target" "$corpus" -- \
     "${budget[@]}" -timeout=10 -rss_limit_mb=2048 -dict=dicts/"$target".dict \
     -print_final_stats=1 </dev/null >"$log" 2>&1 || status=$?
   grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' "$log" | sed 's/^/  /' || true
@@ -97,7 +107,7 @@ for target in "${targets[@]}"; do
     if [[ -n $report ]]; then echo "$report" >&2; else tail -n 40 "$log" >&2; fi
     for input in $new; do
       echo "crashing input: $PWD/$input" >&2
-      echo "  reproduce: (cd fuzz && cargo fuzz run --sanitizer none $target $input)" >&2
+      echo "  reproduce: (cd fuzz && $rerun $target $input)" >&2
       crashes+=("$target: $PWD/$input")
     done
     [[ -n $new ]] || crashes+=("$target: exit $status, no input saved (see $PWD/$log)")

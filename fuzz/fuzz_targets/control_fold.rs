@@ -22,7 +22,7 @@ use std::sync::LazyLock;
 /// Records folded per input at most, so one input stays cheap.
 const MAX_RECORDS: usize = 16;
 
-/// Paths a stack's filter is asked about after each record.
+/// Paths the filter of each stack an input changed is asked about.
 const PATHS: &[&str] = &[
     "",
     "main.tf",
