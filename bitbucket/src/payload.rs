@@ -442,7 +442,7 @@ pub fn parse(event_key: &str, body: &[u8]) -> Result<Option<Event>, PayloadError
 /// `pullRequest.toRef.repository` (every `pr:*` event), else `repository` (`repo:*`, `mirror:*`),
 /// else `new` (`repo:modified`).
 pub fn ordering_repository(body: &[u8]) -> Result<Repository, PayloadError> {
-    envelope(body).map(|envelope| envelope.repository)
+    envelope(None, body).map(|envelope| envelope.repository)
 }
 
 /// What the edge reads of any webhook body: the repository it is ordered by and, when it is
@@ -455,8 +455,11 @@ pub struct Envelope {
     pub date: Option<Timestamp>,
 }
 
-/// The [`Envelope`] of a body, for any event key.
-pub fn envelope(body: &[u8]) -> Result<Envelope, PayloadError> {
+/// The [`Envelope`] of a body. With `event_key`, the repository is the one the router orders that
+/// event by: `repository` for `repo:*` and `mirror:*` events even when the body also carries a
+/// `pullRequest` (a signed push must be keyed by the repository it is routed on), the target
+/// repository for `pr:*` events.
+pub fn envelope(event_key: Option<&str>, body: &[u8]) -> Result<Envelope, PayloadError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Raw {
@@ -479,12 +482,13 @@ pub fn envelope(body: &[u8]) -> Result<Envelope, PayloadError> {
         repository: Repository,
     }
     let raw: Raw = serde_json::from_slice(body)?;
-    let repository = raw
-        .pull_request
-        .map(|pr| pr.to_ref.repository)
-        .or(raw.repository)
-        .or(raw.new)
-        .ok_or(PayloadError::NoRepository)?;
+    let target = raw.pull_request.map(|pr| pr.to_ref.repository);
+    let repository = if event_key.is_some_and(|key| !key.starts_with("pr:")) {
+        raw.repository.or(raw.new).or(target)
+    } else {
+        target.or(raw.repository).or(raw.new)
+    }
+    .ok_or(PayloadError::NoRepository)?;
     Ok(Envelope {
         repository,
         date: raw.date,
@@ -755,6 +759,22 @@ mod tests {
             }
         }
         assert!(parse_timestamp("2026-01-01T10:00:00+1000").is_some());
+    }
+
+    /// A push body that also carries a `pullRequest` is keyed by the pushed repository (the one
+    /// the router routes it on); a pull-request event by its target repository.
+    #[test]
+    fn envelope_follows_the_event_key() {
+        let body = br#"{"repository": {"slug": "pushed", "project": {"key": "P"}},
+            "pullRequest": {"toRef": {"repository": {"slug": "target", "project": {"key": "P"}}}}}"#;
+        let slug = |key| envelope(Some(key), body).expect("envelope").repository.slug;
+        assert_eq!(slug(events::REFS_CHANGED), "pushed");
+        assert_eq!(slug("repo:modified"), "pushed");
+        assert_eq!(slug(events::PR_OPENED), "target");
+        assert_eq!(
+            envelope(None, body).expect("envelope").repository.slug,
+            "target"
+        );
     }
 
     /// Event labels are bounded: unknown keys collapse to `other`.

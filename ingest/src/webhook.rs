@@ -314,7 +314,7 @@ impl<P: Publish> Webhooks<P> {
             .event_key
             .clone()
             .ok_or(WebhookError::MissingEventKey)?;
-        let envelope = inlet_bitbucket::envelope(&verified.body)?;
+        let envelope = inlet_bitbucket::envelope(Some(&event_key), &verified.body)?;
         self.check_age(&envelope)?;
         let repository = envelope.repository;
         let delivery_id = report
