@@ -7,28 +7,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Inlet, admin, webhook};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 const MAIN: &str = "178864a7d521b6f5e720b386b2c2b0ef8563e0dc";
 
-/// A dev pipeline with integration `bb` (default) and stack `prod` on INFRA/network main.
 async fn pipeline() -> (Inlet, String, String) {
-    let dev = Inlet::dev();
-    let key = dev.ready.admin_key.clone().expect("admin key");
-    let secret = common::integration_secret(&dev, &key, "bb", true).await;
-    let stack = admin(
-        &dev,
-        &key,
-        "POST",
-        "/stacks",
-        json!({"id": "prod", "name": "prod", "repository": "INFRA/network", "branch": "main"}),
-    )
-    .await;
-    assert_eq!(stack.status, 201, "{stack:?}");
-    (dev, key, secret)
+    common::dev_with_stack("prod").await
 }
 
 /// The value of the sample `series` (name with labels, as the text format writes it).
@@ -59,23 +44,6 @@ async fn wait_for(dev: &Inlet, wanted: &[(&str, f64)]) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-async fn produce(dev: &Inlet, topic: &str, key: &str, payload: &str, headers: OwnedHeaders) {
-    let producer: FutureProducer = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", &dev.ready.kafka_bootstrap_servers)
-        .create()
-        .expect("producer");
-    producer
-        .send(
-            FutureRecord::to(topic)
-                .key(key)
-                .payload(payload)
-                .headers(headers),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("produce");
 }
 
 /// Ingest: requests by outcome, signature failures by reason, publish latency, body sizes.
@@ -130,11 +98,14 @@ async fn router_counters_move() {
     }
     let declined = br#"{"pullRequest": {"toRef": {"repository": {"slug": "network", "project": {"key": "INFRA"}}}}}"#;
     webhook(&url, "pr:declined", "r-2", &secret, declined).await;
-    let headers = OwnedHeaders::new().insert(Header {
-        key: "inlet-delivery-id",
-        value: Some("r-poison"),
-    });
-    produce(&dev, "inlet.webhooks", "bb/infra/network", "{", headers).await;
+    common::produce(
+        &dev,
+        "inlet.webhooks",
+        "bb/infra/network",
+        b"{",
+        &[("inlet-delivery-id", "r-poison")],
+    )
+    .await;
     wait_for(
         &dev,
         &[
@@ -214,14 +185,7 @@ async fn workers_counters_move() {
         &common::push_body("main", "2222222222222222222222222222222222222222"),
     )
     .await;
-    produce(
-        &dev,
-        "inlet.triggers",
-        "prod",
-        "not a trigger",
-        OwnedHeaders::new(),
-    )
-    .await;
+    common::produce(&dev, "inlet.triggers", "prod", b"not a trigger", &[]).await;
     wait_for(
         &dev,
         &[

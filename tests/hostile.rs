@@ -7,27 +7,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Inlet, admin, webhook};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(30);
 const MAIN: &str = "178864a7d521b6f5e720b386b2c2b0ef8563e0dc";
 
 async fn pipeline() -> (Inlet, String, String) {
-    let dev = Inlet::dev();
-    let key = dev.ready.admin_key.clone().expect("admin key");
-    let secret = common::integration_secret(&dev, &key, "bb", true).await;
-    let stack = admin(
-        &dev,
-        &key,
-        "POST",
-        "/stacks",
-        json!({"id": "prod", "name": "prod", "repository": "INFRA/network", "branch": "main"}),
-    )
-    .await;
-    assert_eq!(stack.status, 201, "{stack:?}");
-    (dev, key, secret)
+    common::dev_with_stack("prod").await
 }
 
 /// The delivery's story once a stage recorded `stage` for it.
@@ -77,41 +63,23 @@ async fn multibyte_date_neither_drops_the_request_nor_kills_the_router() {
     .await;
     assert_eq!(signed.status, 202, "{signed:?}");
 
-    let producer: FutureProducer = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", &dev.ready.kafka_bootstrap_servers)
-        .create()
-        .expect("producer");
-    let headers = OwnedHeaders::new()
-        .insert(Header {
-            key: "inlet-delivery-id",
-            value: Some("euro-2"),
-        })
-        .insert(Header {
-            key: "inlet-event-key",
-            value: Some("repo:refs_changed"),
-        })
-        .insert(Header {
-            key: "inlet-integration-name",
-            value: Some("bb"),
-        })
-        .insert(Header {
-            key: "inlet-received-at",
-            value: Some("2026-12-01T00:00:00Z"),
-        });
     // Another commit: the same body again would be (rightly) dropped as a replay.
     let mut other: Value = serde_json::from_slice(&body).expect("json");
     other["changes"][0]["toHash"] = Value::from("3333333333333333333333333333333333333333");
     let other = serde_json::to_vec(&other).expect("json");
-    producer
-        .send(
-            FutureRecord::to("inlet.webhooks")
-                .key("bb/infra/network")
-                .payload(&other)
-                .headers(headers),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("produce");
+    common::produce(
+        &dev,
+        "inlet.webhooks",
+        "bb/infra/network",
+        &other,
+        &[
+            ("inlet-delivery-id", "euro-2"),
+            ("inlet-event-key", "repo:refs_changed"),
+            ("inlet-integration-name", "bb"),
+            ("inlet-received-at", "2026-12-01T00:00:00Z"),
+        ],
+    )
+    .await;
 
     for delivery in ["euro-1", "euro-2"] {
         let events = story(&dev, &key, delivery, "router").await;
@@ -250,10 +218,13 @@ async fn oversized_heads_do_not_flood_the_log() {
                 .map(str::to_owned),
         );
     }
+    // Some connections close before their answer is read; every answer read is 431, and at
+    // least one was read (a listener that only dropped connections would not pass).
     assert!(
         statuses
             .iter()
-            .all(|s| s.as_deref().is_none_or(|s| s == "431")),
+            .all(|s| s.as_deref().is_none_or(|s| s == "431"))
+            && statuses.iter().any(|s| s.as_deref() == Some("431")),
         "{statuses:?}"
     );
     tokio::time::sleep(Duration::from_millis(300)).await;

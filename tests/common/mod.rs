@@ -424,3 +424,55 @@ pub async fn metrics(inlet: &Inlet) -> String {
     assert_eq!(answer.status, 200);
     String::from_utf8_lossy(&answer.body).into_owned()
 }
+
+/// `inlet dev` with the default integration `bb` and stack `stack_id` on INFRA/network, tracking
+/// main: (the process, the admin key, the webhook secret).
+pub async fn dev_with_stack(stack_id: &str) -> (Inlet, String, String) {
+    let dev = Inlet::dev();
+    let key = dev.ready.admin_key.clone().expect("admin key");
+    let secret = integration_secret(&dev, &key, "bb", true).await;
+    let stack = admin(
+        &dev,
+        &key,
+        "POST",
+        "/stacks",
+        serde_json::json!({"id": stack_id, "name": stack_id,
+                           "repository": "INFRA/network", "branch": "main"}),
+    )
+    .await;
+    assert_eq!(stack.status, 201, "{stack:?}");
+    (dev, key, secret)
+}
+
+/// Writes a record straight to `topic` of `inlet`'s broker, as any producer could.
+pub async fn produce(
+    inlet: &Inlet,
+    topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &inlet.ready.kafka_bootstrap_servers)
+        .create()
+        .expect("producer");
+    let mut owned = OwnedHeaders::new();
+    for (name, value) in headers {
+        owned = owned.insert(Header {
+            key: name,
+            value: Some(*value),
+        });
+    }
+    producer
+        .send(
+            FutureRecord::to(topic)
+                .key(key)
+                .payload(payload)
+                .headers(owned),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("produce");
+}
