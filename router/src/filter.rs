@@ -120,15 +120,20 @@ impl Cache {
 
 /// What one change needs: the filters of its stacks (`None`: covers everything) and where to ask.
 struct Plan {
-    filters: Vec<Option<PathFilter>>,
+    filters: Vec<Option<Arc<PathFilter>>>,
     target: Result<Target, String>,
 }
+
+/// A stack's project root and globs: what its compiled filter depends on.
+type FilterKey = (String, Vec<String>);
 
 /// The path-filter step of the router.
 pub struct PathFilters<S> {
     source: S,
     secrets_key: Option<SecretsKey>,
     cache: Mutex<Cache>,
+    /// Compiled filters by (project root, globs): globs compile once, not once per event.
+    compiled: Mutex<HashMap<FilterKey, Arc<PathFilter>>>,
 }
 
 /// What the filter did with one delivery: the delivery log's reasons, and counts for telemetry.
@@ -155,6 +160,7 @@ impl<S: ChangesSource> PathFilters<S> {
             source,
             secrets_key,
             cache: Mutex::default(),
+            compiled: Mutex::default(),
         }
     }
 
@@ -208,12 +214,15 @@ impl<S: ChangesSource> PathFilters<S> {
         routed: &Routed,
         scope: &Scope,
     ) -> Option<Plan> {
-        let filters: Vec<Option<PathFilter>> = routed.triggers[scope.triggers.clone()]
+        let filters: Vec<Option<Arc<PathFilter>>> = routed.triggers[scope.triggers.clone()]
             .iter()
             .map(|trigger| {
                 let stack = registry.stack(&trigger.stack_id)?;
-                let filter = PathFilter::new(&stack.project_root, &stack.additional_project_globs);
-                (!filter.covers_everything()).then_some(filter)
+                // The whole repository: no filter, nothing to compile.
+                if stack.project_root.is_empty() {
+                    return None;
+                }
+                Some(self.compiled(&stack.project_root, &stack.additional_project_globs))
             })
             .collect();
         if filters.iter().all(Option::is_none) {
@@ -223,6 +232,20 @@ impl<S: ChangesSource> PathFilters<S> {
             filters,
             target: self.target(registry, integration),
         })
+    }
+
+    /// The compiled filter of a project root and its globs, from the memory when it has it.
+    fn compiled(&self, root: &str, globs: &[String]) -> Arc<PathFilter> {
+        let key = (root.to_owned(), globs.to_vec());
+        let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if compiled.len() >= CACHE_ENTRIES && !compiled.contains_key(&key) {
+            // Stacks changed their paths many times over: start again.
+            compiled.clear();
+        }
+        compiled
+            .entry(key)
+            .or_insert_with(|| Arc::new(PathFilter::new(root, globs)))
+            .clone()
     }
 
     /// Where the integration's Bitbucket is, or why it cannot be asked.
