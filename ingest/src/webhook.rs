@@ -161,11 +161,7 @@ impl<P: Publish> Webhooks<P> {
         let is_ping = report.event_key.as_deref() == Some(events::PING);
         if signature.is_none() && !is_ping {
             // Refused from the head alone: an unsigned body is never read into memory.
-            self.metrics
-                .signature_failures
-                .with_label_values(&[SignatureError::Missing.as_str()])
-                .inc();
-            return Err(WebhookError::Signature(SignatureError::Missing));
+            return Err(self.signature_refused(SignatureError::Missing));
         }
         let (parts, body) = request.into_parts();
         let (body, _buffered) = self.read_body(&parts.headers, body).await?;
@@ -291,15 +287,18 @@ impl<P: Publish> Webhooks<P> {
                 VerifyError::UnknownIntegration => {
                     WebhookError::UnknownIntegration(integration.to_owned())
                 }
-                VerifyError::Signature(err) => {
-                    self.metrics
-                        .signature_failures
-                        .with_label_values(&[err.as_str()])
-                        .inc();
-                    WebhookError::Signature(err)
-                }
+                VerifyError::Signature(err) => self.signature_refused(err),
                 VerifyError::Sealed(err) => WebhookError::SecretsKeyMismatch(err.to_string()),
             })
+    }
+
+    /// A 401 for `err`, counted by reason.
+    fn signature_refused(&self, err: SignatureError) -> WebhookError {
+        self.metrics
+            .signature_failures
+            .with_label_values(&[err.as_str()])
+            .inc();
+        WebhookError::Signature(err)
     }
 
     /// The Kafka record of a verified webhook: keyed by its ordering repository, with its
