@@ -2,12 +2,14 @@
 # The project's test command (README, .ci/run): installs what the build needs on a fresh Debian
 # machine, then checks formatting and lints, the monitoring files (Prometheus rules and their unit
 # tests, the Grafana dashboard) and the deploy files (Dockerfile, Compose, Kubernetes), and runs
-# every test.
+# every test, then fuzzes the admin API against its OpenAPI document (schemathesis) and the
+# parsers of untrusted input (cargo-fuzz) for a bounded time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# librdkafka is built from its bundled source: it needs a C toolchain, make and pkg-config.
-needed=(build-essential pkg-config zlib1g-dev libssl-dev libsasl2-dev libzstd-dev)
+# librdkafka is built from its bundled source: it needs a C toolchain, make and pkg-config;
+# the API fuzzer (scripts/api-fuzz.sh) installs schemathesis in a temporary Python venv.
+needed=(build-essential pkg-config zlib1g-dev libssl-dev libsasl2-dev libzstd-dev python3-venv)
 missing=()
 for package in "${needed[@]}"; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
@@ -34,3 +36,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+scripts/api-fuzz.sh

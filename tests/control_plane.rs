@@ -104,7 +104,9 @@ async fn space_tree_lifecycle() {
             json!({"name": "x", "parent_id": "missing"}),
         )
         .await;
-    assert_eq!(orphan.status, 400);
+    // A well-formed reference to a space that is not there (or hidden) is 404, naming the field.
+    assert_eq!(orphan.status, 404);
+    assert_eq!(orphan.json()["error"]["code"], "space_not_found");
     assert!(message(&orphan).starts_with("parent_id"), "{orphan:?}");
     let duplicate = dev
         .call("POST", "/spaces", json!({"id": "team", "name": "again"}))
@@ -358,11 +360,11 @@ async fn visibility_matrix() {
                        "api_host_url": "https://x.example.com"}),
             )
             .await;
-        // A space the caller cannot read is reported like a missing one: 400 on the field.
+        // A space the caller cannot read is reported like a missing one: 404 naming the field.
         let create_expected = match (admins_team, sees) {
             (true, _) => 201,
             (false, true) => 403,
-            (false, false) => 400,
+            (false, false) => 404,
         };
         assert_eq!(create_team.status, create_expected, "{who}: create in team");
         if create_team.status == 201 {
@@ -446,7 +448,9 @@ async fn integration_rules() {
     let rename = dev
         .call("PATCH", "/integrations/bb", json!({"name": "other"}))
         .await;
-    assert_eq!(rename.status, 400);
+    // Changing a field fixed at creation conflicts with the integration's state.
+    assert_eq!(rename.status, 409);
+    assert_eq!(rename.json()["error"]["code"], "immutable_field");
     assert!(message(&rename).starts_with("name"), "{rename:?}");
     let patched = dev
         .call(
@@ -621,7 +625,11 @@ async fn stacks_and_manual_runs() {
     let unavailable = dev
         .call("POST", "/stacks", stack("isolated-stack", "isolated"))
         .await;
-    assert_eq!(unavailable.status, 400);
+    assert_eq!(unavailable.status, 409);
+    assert_eq!(
+        unavailable.json()["error"]["code"],
+        "integration_unavailable"
+    );
     assert!(
         message(&unavailable).starts_with("integration"),
         "{unavailable:?}"
@@ -634,7 +642,8 @@ async fn stacks_and_manual_runs() {
             json!({"name": "x", "repository": "P/r", "branch": "main"}),
         )
         .await;
-    assert_eq!(no_default.status, 400);
+    assert_eq!(no_default.status, 409);
+    assert_eq!(no_default.json()["error"]["code"], "no_default_integration");
 
     // Manual runs: reader 403, writer 202 with a requested manual decision.
     let reader = dev.key("team", "reader").await;

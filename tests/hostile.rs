@@ -392,7 +392,7 @@ async fn delivery_log_shows_only_readable_stacks() {
 
 /// A key bound to a deleted space could no longer be listed or revoked by the root admin, and
 /// regained admin if the space id was reused. Now the space cannot be deleted while keys are
-/// bound to it (409 naming them).
+/// bound to it (409 naming those the caller may list, counting the others).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spaces_with_bound_keys_cannot_be_deleted() {
     let (dev, key, _secret) = pipeline().await;
@@ -410,6 +410,40 @@ async fn spaces_with_bound_keys_cannot_be_deleted() {
     assert_eq!(deleted.status, 409, "{deleted:?}");
     assert_eq!(deleted.json()["error"]["code"], "space_has_api_keys");
     assert!(String::from_utf8_lossy(&deleted.body).contains(&key_id));
+
+    // A 409 names only keys the caller could list: the space's own admin sees that a key bound
+    // to `temp` and to a space it does not administer exists, not that key's id.
+    space(&dev, &key, "elsewhere", false).await;
+    let hidden = admin(
+        &dev,
+        &key,
+        "POST",
+        "/api-keys",
+        json!({"name": "shared", "bindings": [{"space_id": "temp", "role": "reader"},
+                                               {"space_id": "elsewhere", "role": "admin"}]}),
+    )
+    .await;
+    let hidden_id = hidden.json()["id"].as_str().expect("id").to_owned();
+    let temp_admin = created.json()["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let refused = admin(&dev, &temp_admin, "DELETE", "/spaces/temp", Value::Null).await;
+    assert_eq!(refused.status, 409, "{refused:?}");
+    let text = String::from_utf8_lossy(&refused.body).into_owned();
+    assert!(text.contains(&key_id), "{text}");
+    assert!(!text.contains(&hidden_id), "hidden key id leaked: {text}");
+    assert!(text.contains("1 more"), "{text}");
+    let revoked = admin(
+        &dev,
+        &key,
+        "DELETE",
+        &format!("/api-keys/{hidden_id}"),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(revoked.status, 204, "{revoked:?}");
+
     let revoked = admin(
         &dev,
         &key,
@@ -528,4 +562,32 @@ async fn admin_writes_are_rate_limited_per_key() {
     )
     .await;
     assert_eq!(unaffected.status, 200, "{unaffected:?}");
+}
+
+/// `PATCH /spaces/{id}` with `[null, null]` was accepted (serde reads a struct from an array of
+/// its fields) and 405s carried no `Allow`. Now every body must be a JSON object, and a 405 lists
+/// the methods the resource takes, in upper case.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_must_be_objects_and_405_says_allow() {
+    let (dev, key, _secret) = pipeline().await;
+    space(&dev, &key, "shape", false).await;
+    for body in [
+        json!([null, null]),
+        json!(["renamed", true]),
+        json!("x"),
+        json!(7),
+    ] {
+        let answer = admin(&dev, &key, "PATCH", "/spaces/shape", body.clone()).await;
+        assert_eq!(answer.status, 400, "{body}: {answer:?}");
+        assert_eq!(answer.json()["error"]["code"], "invalid_body", "{body}");
+    }
+    let unchanged = admin(&dev, &key, "GET", "/spaces/shape", Value::Null).await;
+    assert_eq!(unchanged.json()["name"], "shape", "{unchanged:?}");
+    let wrong = admin(&dev, &key, "PUT", "/spaces/shape", json!({})).await;
+    assert_eq!(wrong.status, 405, "{wrong:?}");
+    assert_eq!(
+        wrong.headers.get("allow").and_then(|v| v.to_str().ok()),
+        Some("DELETE, GET, PATCH"),
+        "{wrong:?}"
+    );
 }

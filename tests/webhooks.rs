@@ -371,7 +371,7 @@ async fn admin_api_needs_the_key() {
         json!({"name": "x", "repository": "P/r", "branch": "main", "integration": "missing"}),
     )
     .await;
-    assert_eq!(bad.status, 400, "{bad:?}");
+    assert_eq!(bad.status, 404, "{bad:?}");
     assert!(
         bad.json()["error"]["message"]
             .as_str()

@@ -191,19 +191,16 @@ impl Registry {
         let stacks = self.stacks.values().filter(|s| s.space_id == id).count();
         // A key bound to a deleted space could no longer be listed or revoked by anyone, and would
         // regain its role if the id were reused.
-        let keys: Vec<&str> = self
+        let keys = self
             .api_keys
             .values()
             .filter(|k| k.bindings.iter().any(|b| b.space_id == id))
-            .map(|k| k.id.as_str())
-            .collect();
-        if !keys.is_empty() {
+            .count();
+        if keys > 0 {
+            // Counted, not named: the admin API names the ones the caller may list.
             return Err(Rejection::conflict(
                 "space_has_api_keys",
-                format!(
-                    "API keys are bound to space `{id}`: {}; revoke them first",
-                    keys.join(", ")
-                ),
+                format!("{keys} API key(s) are bound to space `{id}`; revoke them first"),
             ));
         }
         if children + integrations + stacks > 0 {
@@ -380,16 +377,16 @@ impl Registry {
     /// The integration `name` if a stack in `space_id` may attach it.
     fn attachable(&self, name: &str, space_id: &str) -> Result<&Integration, Rejection> {
         let Some(integration) = self.integrations.get(name) else {
-            return Err(Rejection::invalid(
-                "integration",
-                format!("no integration named `{name}`"),
+            return Err(Rejection::not_found(
+                "integration_not_found",
+                format!("integration: no integration named `{name}`"),
             ));
         };
         if !self.is_available(integration, space_id) {
-            return Err(Rejection::invalid(
-                "integration",
+            return Err(Rejection::conflict(
+                "integration_unavailable",
                 format!(
-                    "integration `{name}` lives in space `{}`, which space `{space_id}` neither is \
+                    "integration: `{name}` lives in space `{}`, which space `{space_id}` neither is \
                      nor inherits from; use the default integration, one of the stack's space, \
                      or one of an ancestor reached through inheriting spaces",
                     integration.space_id
@@ -543,7 +540,7 @@ fn integration_not_found(name: &str) -> Rejection {
 }
 
 /// Ids: 1–64 characters of lower-case letters, digits, `-` and `_`, starting with a letter or digit.
-fn validate_id(field: &'static str, id: &str) -> Result<(), Rejection> {
+pub(crate) fn validate_id(field: &'static str, id: &str) -> Result<(), Rejection> {
     let ok = !id.is_empty()
         && id.len() <= 64
         && id.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
@@ -568,7 +565,7 @@ const MAX_LABELS: usize = 50;
 /// Longest description (markdown), in characters.
 const MAX_DESCRIPTION: usize = 4096;
 
-fn validate_labels(labels: &[String]) -> Result<(), Rejection> {
+pub(crate) fn validate_labels(labels: &[String]) -> Result<(), Rejection> {
     if labels.len() > MAX_LABELS
         || labels
             .iter()
@@ -592,7 +589,7 @@ fn validate_description(description: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-fn validate_name(field: &'static str, name: &str) -> Result<(), Rejection> {
+pub(crate) fn validate_name(field: &'static str, name: &str) -> Result<(), Rejection> {
     if name.trim().is_empty() || name.chars().count() > 128 {
         return Err(Rejection::invalid(
             field,
@@ -603,7 +600,7 @@ fn validate_name(field: &'static str, name: &str) -> Result<(), Rejection> {
 }
 
 /// Integration names become a URL path segment: 1–64 letters, digits, `-`, `_` or `.`.
-fn validate_integration_name(name: &str) -> Result<(), Rejection> {
+pub(crate) fn validate_integration_name(name: &str) -> Result<(), Rejection> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -623,18 +620,18 @@ fn validate_integration_name(name: &str) -> Result<(), Rejection> {
     }
 }
 
-/// `https://host…`, `http://host…` or `private://pool`.
-fn validate_host_url(field: &'static str, url: &str) -> Result<(), Rejection> {
+/// `https://host…`, `http://host…` or `private://pool`: the host is a DNS name or an IPv4
+/// address, with an optional port of 1–5 digits, and the rest (path,
+/// query) has no whitespace. No user-info: credentials go in `username`/`access_token`.
+pub(crate) fn validate_host_url(field: &'static str, url: &str) -> Result<(), Rejection> {
     let rest = ["https://", "http://", "private://"]
         .iter()
         .find_map(|scheme| url.strip_prefix(scheme));
-    let ok = match rest {
-        Some(rest) => {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-            !host.is_empty() && !rest.contains(char::is_whitespace)
-        }
-        None => false,
-    };
+    let ok = rest.is_some_and(|rest| {
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        valid_authority(authority) && !tail.contains(char::is_whitespace)
+    });
     if ok {
         Ok(())
     } else {
@@ -645,8 +642,23 @@ fn validate_host_url(field: &'static str, url: &str) -> Result<(), Rejection> {
     }
 }
 
+/// `host[:port]` with host `[A-Za-z0-9.-]+`: a DNS name or an IPv4 address. IPv6 literals are
+/// not taken (give the host a name): checking them exactly is more than this rule is worth.
+fn valid_authority(authority: &str) -> bool {
+    let (host, port) = authority.split_at(authority.find(':').unwrap_or(authority.len()));
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    host_ok
+        && (port.is_empty()
+            || port.strip_prefix(':').is_some_and(|digits| {
+                (1..=5).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+            }))
+}
+
 /// `PROJECT/repo`: two non-empty segments without spaces.
-fn validate_repository(repository: &str) -> Result<(), Rejection> {
+pub(crate) fn validate_repository(repository: &str) -> Result<(), Rejection> {
     let mut parts = repository.split('/');
     let ok = matches!(
         (parts.next(), parts.next(), parts.next()),
@@ -664,7 +676,7 @@ fn validate_repository(repository: &str) -> Result<(), Rejection> {
     }
 }
 
-fn validate_branch(branch: &str) -> Result<(), Rejection> {
+pub(crate) fn validate_branch(branch: &str) -> Result<(), Rejection> {
     if branch.is_empty() || branch.starts_with("refs/") || branch.contains(char::is_whitespace) {
         return Err(Rejection::invalid(
             "branch",
@@ -852,9 +864,14 @@ mod tests {
         for ok in &outcomes[..9] {
             assert!(ok.is_ok(), "{ok:?}");
         }
-        for bad in &outcomes[9..] {
-            assert_eq!(rejected(bad).field, Some("integration"));
+        for bad in &outcomes[9..outcomes.len() - 1] {
+            assert_eq!(rejected(bad).code, "integration_unavailable");
+            assert!(rejected(bad).message.starts_with("integration:"));
         }
+        assert_eq!(
+            rejected(outcomes.last().expect("outcome")).code,
+            "integration_not_found"
+        );
         assert_eq!(registry.sizes().stacks, 3);
     }
 
@@ -1020,7 +1037,8 @@ mod tests {
                 ..StackPatch::default()
             },
         }));
-        assert_eq!(rejected(&outcome).field, Some("integration"));
+        assert_eq!(rejected(&outcome).code, "integration_not_found");
+        assert!(rejected(&outcome).message.starts_with("integration:"));
         assert_eq!(registry, before);
     }
 

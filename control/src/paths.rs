@@ -51,9 +51,10 @@ pub fn compile_glob(pattern: &str) -> Result<(), String> {
 }
 
 /// `root` in its stored form, or why it cannot be one: no leading or trailing `/`, no empty, `.`
-/// or `..` components; `""` (or `/`) is the whole repository.
+/// or `..` components; `""` (or `/`) is the whole repository. Whitespace is part of a name, as
+/// in git, so the accepted set is exactly the pattern the OpenAPI document publishes.
 pub fn normalise_root(root: &str) -> Result<String, String> {
-    let trimmed = root.trim().trim_matches('/');
+    let trimmed = root.trim_matches('/');
     if trimmed.is_empty() {
         return Ok(String::new());
     }

@@ -195,6 +195,9 @@ impl Admin {
         Ok(response)
     }
 
+    /// Changing a field fixed at creation is a conflict with the integration's state (409
+    /// `immutable_field`, the message starting with the field), not a malformed request: the same
+    /// body is accepted when the value equals the current one.
     pub(super) async fn update_integration(
         &self,
         principal: &Principal,
@@ -208,27 +211,21 @@ impl Admin {
             let registry = self.control.read();
             let integration = administered(principal, &registry, name, "changing an integration")?;
             if body.name.as_deref().is_some_and(|n| n != integration.name) {
-                return Err(ApiError::invalid(
+                return Err(immutable(
                     "name",
                     "an integration's name cannot change: it is part of the webhook URL; \
                      create a new integration instead",
                 ));
             }
             if body.is_default.is_some_and(|d| d != integration.is_default) {
-                return Err(ApiError::invalid(
-                    "is_default",
-                    "cannot change after creation",
-                ));
+                return Err(immutable("is_default", "cannot change after creation"));
             }
             if body
                 .space_id
                 .as_deref()
                 .is_some_and(|s| s != integration.space_id)
             {
-                return Err(ApiError::invalid(
-                    "space_id",
-                    "cannot change after creation",
-                ));
+                return Err(immutable("space_id", "cannot change after creation"));
             }
             IntegrationPatch {
                 api_host_url: body.api_host_url,
@@ -309,4 +306,8 @@ impl Admin {
         let integration = registry.integration(name).ok_or_else(|| not_found(name))?;
         Ok(json(StatusCode::OK, &self.details(integration)?))
     }
+}
+
+fn immutable(field: &str, why: &str) -> ApiError {
+    ApiError::conflict("immutable_field", format!("{field}: {why}"))
 }

@@ -15,7 +15,11 @@ use crate::admin::error::{ApiError, empty, json};
 
 /// Whether `principal` administers every space `key` is bound to (so it cannot grant or see more
 /// than it holds).
-fn administers(principal: &Principal, registry: &Registry, bindings: &[RoleBinding]) -> bool {
+pub(super) fn administers(
+    principal: &Principal,
+    registry: &Registry,
+    bindings: &[RoleBinding],
+) -> bool {
     bindings
         .iter()
         .all(|b| principal.has(registry, &b.space_id, Role::Admin))

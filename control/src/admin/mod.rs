@@ -142,7 +142,7 @@ impl Admin {
             return answer;
         }
         if path == "/api/v1/openapi.json" && request.method() == Method::GET {
-            return json(StatusCode::OK, &openapi::document());
+            return json(StatusCode::OK, &openapi::document(self.deps.allow_http));
         }
         let method = request.method().clone();
         match self.route(request).await {
@@ -342,8 +342,10 @@ fn forbidden(message: impl Into<String>) -> ApiError {
 enum Named {
     /// In the path: a space the caller cannot read is 404.
     InPath,
-    /// In a body field: a space the caller cannot read is 400 naming the field, the same answer
-    /// as for one that does not exist, so existence does not leak.
+    /// In a body field: a space the caller cannot read is 404 `space_not_found` with a message
+    /// that starts with the field, the same answer as for one that does not exist, so existence
+    /// does not leak. (A 400 would call a well-formed request malformed: the id is valid, the
+    /// space is just not there for this caller.)
     InField(&'static str),
 }
 
@@ -367,7 +369,9 @@ fn require(
             Named::InPath => {
                 ApiError::not_found("space_not_found", format!("no space `{space_id}`"))
             }
-            Named::InField(field) => ApiError::invalid(field, format!("no space `{space_id}`")),
+            Named::InField(field) => {
+                ApiError::not_found("space_not_found", format!("{field}: no space `{space_id}`"))
+            }
         });
     }
     Err(forbidden(format!(
@@ -415,10 +419,15 @@ fn page(query: Option<&str>) -> Result<views::Page, ApiError> {
         .filter(|p| !p.is_empty())
     {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        // The document's range: 0 ..= u32::MAX, written in decimal digits only.
         let number = || {
             value
-                .parse::<usize>()
-                .map_err(|_| ApiError::invalid(key, "must be a non-negative integer"))
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| value.parse::<u32>().ok())
+                .flatten()
+                .map(|n| n as usize)
+                .ok_or_else(|| ApiError::invalid(key, "must be an integer from 0 to 4294967295"))
         };
         match key {
             "offset" => page.offset = Some(number()?),
@@ -441,7 +450,15 @@ where
         .to_bytes())
 }
 
+/// Every request body is a JSON object. serde would also read a struct from an array of its
+/// fields in order (`[null, null]` as `{"name": null, "inherit_entities": null}`), which the
+/// document does not allow, so anything that does not start with `{` is refused first.
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::InvalidBody(
+            "the request body must be a JSON object".to_owned(),
+        ));
+    }
     serde_json::from_slice(body).map_err(|err| ApiError::InvalidBody(err.to_string()))
 }
 

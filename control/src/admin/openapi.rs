@@ -10,6 +10,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::{Map, Value, json};
 
 use super::views::*;
+use crate::domain::ROOT_SPACE;
 
 type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
@@ -271,18 +272,174 @@ pub fn is_resource(segments: &[&str]) -> bool {
 
 /// The methods the route table serves on `segments`, for a 405's `Allow` header.
 pub fn allowed_methods(segments: &[&str]) -> String {
-    let mut methods: Vec<&str> = ROUTES
+    // Methods are case-sensitive tokens (RFC 9110 §9.1): the header says `GET`, not `get`.
+    let mut methods: Vec<String> = ROUTES
         .iter()
         .filter(|r| matches(r.path, segments))
-        .map(|r| r.method)
+        .map(|r| r.method.to_ascii_uppercase())
         .collect();
     methods.sort_unstable();
     methods.dedup();
     methods.join(", ")
 }
 
-/// The OpenAPI 3.1 document.
-pub fn document() -> Value {
+/// Unicode `White_Space`, the characters Rust's `char::is_whitespace` (and so every `trim` and
+/// "no whitespace" rule of the fold) means, spelled out so that no regex engine's idea of `\s`
+/// (Python's also includes U+001C–U+001F) changes what the document says.
+const WS: &str = r"\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+/// Ids of spaces and stacks (fold `validate_id`).
+const ID: &str = "^[a-z0-9][a-z0-9_-]*$";
+/// Integration names (fold `validate_integration_name`).
+const INTEGRATION_NAME: &str = "^[A-Za-z0-9][A-Za-z0-9._-]*$";
+/// `X-Request-Id`s, the ids of deliveries (ingest: 1–128 visible ASCII characters).
+const DELIVERY_ID: &str = "^[!-~]+$";
+
+/// Names, labels: at least one character that is not whitespace.
+fn not_blank() -> String {
+    format!("[^{WS}]")
+}
+
+/// `PROJECT/repo` (fold `validate_repository`).
+fn repository() -> String {
+    format!("^[^/{WS}]+/[^/{WS}]+$")
+}
+
+/// A branch: no whitespace, not a ref other than `refs/heads/…` (which is shortened). Written
+/// without look-ahead, which not every generator supports: the short name must not start with
+/// `refs/`, spelled as "differs from `refs/` at some position, or ends before it".
+fn branch() -> String {
+    let c = |except: &str| format!("[^{except}{WS}]");
+    format!(
+        "^(refs/heads/)?({}|r({}|e({}|f({}|s({}|$)|$)|$)|$))[^{WS}]*$",
+        c("r"),
+        c("e"),
+        c("f"),
+        c("s"),
+        c("/")
+    )
+}
+
+/// A project root (`paths::normalise_root`): optional `/`s around components separated by one
+/// `/`; a component is anything without `/` or `\` except `.` and `..`.
+fn project_root() -> String {
+    let component = r"([^/\\.][^/\\]*|\.[^/\\.][^/\\]*|\.\.[^/\\]+)";
+    format!("^/*({component}(/{component})*)?/*$")
+}
+
+/// An API host URL (fold `validate_host_url` and `valid_authority`, admin `check_scheme`).
+fn host_url(allow_http: bool) -> String {
+    let schemes = if allow_http {
+        "https|http|private"
+    } else {
+        "https|private"
+    };
+    format!("^({schemes})://[A-Za-z0-9.-]+(:[0-9]{{1,5}})?([/?#][^{WS}]*)?$")
+}
+
+/// The constraints the fold and the admin API enforce, as JSON Schema keywords on the derived
+/// schemas, so that a request the document calls valid is accepted and one it calls invalid is
+/// refused (schemathesis checks both). Globs have a grammar no regular expression captures, so
+/// they carry `format: glob` (globset syntax, README) instead of a pattern.
+fn constraints(allow_http: bool) -> Vec<(&'static str, &'static str, Value)> {
+    let id = json!({"pattern": ID, "maxLength": 64});
+    let name = json!({"pattern": not_blank(), "minLength": 1, "maxLength": 128});
+    let labels = json!({"maxItems": 50,
+        "items": {"type": "string", "pattern": not_blank(), "maxLength": 64}});
+    let description = json!({"maxLength": 4096});
+    let integration = json!({"pattern": INTEGRATION_NAME, "maxLength": 64});
+    let url = json!({"pattern": host_url(allow_http)});
+    let globs = json!({"maxItems": 100,
+        "items": {"type": "string", "format": "glob", "minLength": 1}});
+    let mut rules = vec![
+        ("CreateSpace", "id", id.clone()),
+        ("CreateSpace", "name", name.clone()),
+        ("CreateSpace", "parent_id", id.clone()),
+        ("UpdateSpace", "name", name.clone()),
+        ("Binding", "space_id", id.clone()),
+        ("CreateApiKey", "name", name.clone()),
+        ("CreateApiKey", "bindings", json!({"minItems": 1})),
+        ("CreateIntegration", "name", integration.clone()),
+        ("CreateIntegration", "space_id", id.clone()),
+        ("CreateIntegration", "api_host_url", url.clone()),
+        ("CreateIntegration", "user_facing_host_url", url.clone()),
+        ("CreateIntegration", "labels", labels.clone()),
+        ("CreateIntegration", "description", description.clone()),
+        ("UpdateIntegration", "name", integration.clone()),
+        ("UpdateIntegration", "space_id", id.clone()),
+        ("UpdateIntegration", "api_host_url", url.clone()),
+        ("UpdateIntegration", "user_facing_host_url", url),
+        ("UpdateIntegration", "labels", labels.clone()),
+        ("UpdateIntegration", "description", description),
+        (
+            "RotateSecret",
+            "grace_period_secs",
+            json!({"minimum": 0, "maximum": 604800}),
+        ),
+        (
+            "TriggerRun",
+            "sha",
+            json!({"pattern": "^([0-9a-fA-F]{4,64})?$"}),
+        ),
+    ];
+    for schema in ["CreateStack", "UpdateStack"] {
+        rules.extend([
+            (schema, "name", name.clone()),
+            (schema, "integration", integration.clone()),
+            (schema, "repository", json!({"pattern": repository()})),
+            (schema, "branch", json!({"pattern": branch()})),
+            (schema, "project_root", json!({"pattern": project_root()})),
+            (schema, "additional_project_globs", globs.clone()),
+            (schema, "labels", labels.clone()),
+        ]);
+    }
+    rules.extend([
+        ("CreateStack", "id", id.clone()),
+        ("CreateStack", "space_id", id),
+    ]);
+    rules
+}
+
+/// Merges `keywords` into a property schema. For `Option` fields schemars writes
+/// `"type": ["string", "null"]` (string keywords then leave `null` valid); array keywords go on
+/// the array.
+fn constrain(schemas: &mut Map<String, Value>, schema: &str, property: &str, keywords: &Value) {
+    let target = schemas
+        .get_mut(schema)
+        .and_then(|s| s.pointer_mut(&format!("/properties/{property}")))
+        .and_then(Value::as_object_mut)
+        .unwrap_or_else(|| panic!("{schema}.{property} is not in the document"));
+    for (keyword, value) in keywords.as_object().into_iter().flatten() {
+        target.insert(keyword.clone(), value.clone());
+    }
+}
+
+/// The schema of a path parameter.
+fn parameter_schema(name: &str, path: &str) -> Value {
+    match (name, path) {
+        ("name", _) => json!({"type": "string", "pattern": INTEGRATION_NAME, "maxLength": 64}),
+        ("id", p) if p.starts_with("/deliveries") => {
+            json!({"type": "string", "pattern": DELIVERY_ID, "maxLength": 128})
+        }
+        ("id", p) if p.starts_with("/api-keys") => json!({"type": "string", "minLength": 1}),
+        _ => json!({"type": "string", "pattern": ID, "maxLength": 64}),
+    }
+}
+
+/// `?offset=&limit=` of the listings that page.
+fn page_parameters() -> Vec<Value> {
+    ["offset", "limit"]
+        .into_iter()
+        .map(|name| {
+            json!({"name": name, "in": "query", "required": false,
+                   "schema": {"type": "integer", "minimum": 0, "maximum": u32::MAX}})
+        })
+        .collect()
+}
+
+/// The OpenAPI 3.1 document; `allow_http` is whether this process accepts `http://` Bitbucket
+/// hosts (`INLET_BITBUCKET_ALLOW_HTTP`), so the document describes what it serves.
+pub fn document(allow_http: bool) -> Value {
     let mut settings = SchemaSettings::draft2020_12();
     settings.definitions_path = "/components/schemas".into();
     let mut generator = settings.into_generator();
@@ -291,12 +448,18 @@ pub fn document() -> Value {
     for route in ROUTES {
         let mut operation = Map::new();
         operation.insert("summary".into(), Value::from(route.summary));
-        let parameters: Vec<Value> = route
+        let mut parameters: Vec<Value> = route
             .path
             .split('/')
             .filter_map(|p| p.strip_prefix('{')?.strip_suffix('}'))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|name| {
+                json!({"name": name, "in": "path", "required": true,
+                               "schema": parameter_schema(name, route.path)})
+            })
             .collect();
+        if route.path.ends_with("/deliveries") {
+            parameters.extend(page_parameters());
+        }
         if !parameters.is_empty() {
             operation.insert("parameters".into(), Value::from(parameters));
         }
@@ -324,6 +487,24 @@ pub fn document() -> Value {
             .as_object_mut()
             .map(|methods| methods.insert(route.method.to_owned(), Value::Object(operation)));
     }
+    let mut schemas = generator.take_definitions(true);
+    for (schema, property, keywords) in constraints(allow_http) {
+        constrain(&mut schemas, schema, property, &keywords);
+    }
+    // The one rule across fields: the default integration lives in the root space.
+    if let Some(create) = schemas
+        .get_mut("CreateIntegration")
+        .and_then(Value::as_object_mut)
+    {
+        create.insert(
+            "if".into(),
+            json!({"properties": {"is_default": {"const": true}}, "required": ["is_default"]}),
+        );
+        create.insert(
+            "then".into(),
+            json!({"properties": {"space_id": {"enum": [ROOT_SPACE, null]}}}),
+        );
+    }
     json!({
         "openapi": "3.1.0",
         "info": {
@@ -333,7 +514,7 @@ pub fn document() -> Value {
                 Authenticate with `Authorization: Bearer <key>`."
         },
         "components": {
-            "schemas": generator.take_definitions(true),
+            "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}
         },
         "security": [{"bearer": []}],
@@ -348,7 +529,7 @@ mod tests {
     /// Every route is in the document, and every schema reference resolves.
     #[test]
     fn document_is_complete() {
-        let doc = document();
+        let doc = document(false);
         for route in ROUTES {
             let path = format!("/api/v1{}", route.path);
             assert!(
@@ -369,6 +550,93 @@ mod tests {
         assert!(
             doc["components"]["schemas"]["CreateStack"]["properties"]["repository"].is_object()
         );
+    }
+
+    /// Every pattern the document publishes accepts exactly what the server accepts, over every
+    /// string of up to three characters from an alphabet of the tricky ones (after each prefix
+    /// that reaches a different rule): schemathesis samples this, here it is exhaustive.
+    #[test]
+    fn patterns_agree_with_the_validators() {
+        use crate::fold;
+        let alphabet = [
+            "a", "Z", "0", "-", "_", ".", "/", "\\", " ", "\n", "\t", "\u{3000}", "\u{1c}",
+            "\u{85}", "r", "e", "f", "s", ":", "?", "#", "[", "é", "8",
+        ];
+        let mut samples = vec![String::new()];
+        for _ in 0..3 {
+            let longer: Vec<String> = samples
+                .iter()
+                .flat_map(|s| alphabet.iter().map(move |c| format!("{s}{c}")))
+                .collect();
+            samples.extend(longer);
+        }
+        samples.sort();
+        samples.dedup();
+        let prefixes = [
+            "",
+            "https://",
+            "http://",
+            "private://",
+            "refs/heads/",
+            "refs/",
+            "a/",
+        ];
+        type Rule = (String, Box<dyn Fn(&str) -> bool>);
+        let rules: Vec<Rule> = vec![
+            (
+                ID.to_owned(),
+                Box::new(|s| fold::validate_id("id", s).is_ok() && s.len() <= 64),
+            ),
+            (
+                INTEGRATION_NAME.to_owned(),
+                Box::new(|s| fold::validate_integration_name(s).is_ok()),
+            ),
+            (
+                not_blank(),
+                Box::new(|s| fold::validate_name("name", s).is_ok()),
+            ),
+            (
+                not_blank(),
+                Box::new(|s| fold::validate_labels(&[s.to_owned()]).is_ok()),
+            ),
+            (
+                repository(),
+                Box::new(|s| fold::validate_repository(s).is_ok()),
+            ),
+            (
+                branch(),
+                Box::new(|s| {
+                    fold::validate_branch(&super::super::stacks::short_branch(s.to_owned())).is_ok()
+                }),
+            ),
+            (
+                project_root(),
+                Box::new(|s| crate::paths::normalise_root(s).is_ok()),
+            ),
+            (
+                host_url(true),
+                Box::new(|s| fold::validate_host_url("api_host_url", s).is_ok()),
+            ),
+            (
+                host_url(false),
+                Box::new(|s| {
+                    fold::validate_host_url("api_host_url", s).is_ok() && !s.starts_with("http://")
+                }),
+            ),
+        ];
+        for (pattern, accepts) in &rules {
+            let regex = regex::Regex::new(pattern).expect("pattern compiles");
+            for prefix in prefixes {
+                for sample in &samples {
+                    let value = format!("{prefix}{sample}");
+                    assert_eq!(
+                        regex.is_match(&value),
+                        accepts(&value),
+                        "pattern {pattern} and the server disagree on {value:?}"
+                    );
+                }
+            }
+        }
     }
 
     /// Templates match concrete paths segment by segment.

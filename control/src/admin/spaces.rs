@@ -2,9 +2,10 @@
 
 use crate::access::Principal;
 use crate::commands::{ControlCommand, SpacePatch};
-use crate::domain::{ROOT_SPACE, Role, Space};
+use crate::domain::{ApiKey, ROOT_SPACE, Role, Space};
 use http::StatusCode;
 
+use super::keys::administers;
 use super::views::{CreateSpace, SpaceList, SpaceView, UpdateSpace};
 use super::{Admin, Answer, Named, forbidden, generate_id, require};
 use crate::admin::error::{ApiError, empty, json};
@@ -91,9 +92,35 @@ impl Admin {
         self.get_space(principal, id)
     }
 
-    /// Deleting needs admin on the space; the fold refuses (409) while it holds anything.
+    /// Deleting needs admin on the space; the fold refuses (409) while it holds anything or keys
+    /// are bound to it. The answer names only the keys the caller could list itself (those whose
+    /// every binding it administers) and counts the others, so it reveals no key id the caller
+    /// cannot see.
     pub(super) async fn delete_space(&self, principal: &Principal, id: &str) -> Answer {
         self.require_space_admin(principal, id, "deleting a space")?;
+        {
+            let registry = self.control.read();
+            let (listed, hidden): (Vec<&ApiKey>, Vec<&ApiKey>) = registry
+                .api_keys()
+                .filter(|k| k.bindings.iter().any(|b| b.space_id == id))
+                .partition(|k| administers(principal, &registry, &k.bindings));
+            if !listed.is_empty() || !hidden.is_empty() {
+                let mut names: Vec<String> = listed.iter().map(|k| format!("`{}`", k.id)).collect();
+                if !hidden.is_empty() {
+                    names.push(format!(
+                        "{} more bound to spaces you do not administer",
+                        hidden.len()
+                    ));
+                }
+                return Err(ApiError::conflict(
+                    "space_has_api_keys",
+                    format!(
+                        "API keys are bound to space `{id}`: {}; revoke them first",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        }
         self.apply(principal, ControlCommand::DeleteSpace { id: id.to_owned() })
             .await?;
         Ok(empty(StatusCode::NO_CONTENT))

@@ -57,16 +57,22 @@ fn check_integration_visible(
     name: &str,
 ) -> Result<(), ApiError> {
     match registry.integration(name) {
-        Some(i) if !principal.can_see_integration(registry, i) => Err(ApiError::invalid(
-            "integration",
-            format!("no integration named `{name}`"),
+        Some(i) if !principal.can_see_integration(registry, i) => Err(ApiError::not_found(
+            "integration_not_found",
+            format!("integration: no integration named `{name}`"),
         )),
         _ => Ok(()),
     }
 }
 
+/// A manual run's commit: empty (the branch head) or 4–64 hex digits (an abbreviated or full
+/// SHA-1 or SHA-256 commit id); anything else would travel to every run scheduler.
+fn is_commit_or_empty(sha: &str) -> bool {
+    sha.is_empty() || ((4..=64).contains(&sha.len()) && sha.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 /// `refs/heads/main` → `main`; short names pass through.
-fn short_branch(branch: String) -> String {
+pub(super) fn short_branch(branch: String) -> String {
     match branch.strip_prefix("refs/heads/") {
         Some(short) => short.to_owned(),
         None => branch,
@@ -108,7 +114,10 @@ impl Admin {
                     .default_integration()
                     .map(|i| i.name.clone())
                     .ok_or_else(|| {
-                        ApiError::invalid("integration", "no default integration exists; name one")
+                        ApiError::conflict(
+                            "no_default_integration",
+                            "integration: no default integration exists; name one",
+                        )
                     })?,
             };
             check_integration_visible(principal, &registry, &integration)?;
@@ -187,6 +196,13 @@ impl Admin {
         id: &str,
         body: TriggerRun,
     ) -> Answer {
+        let sha = body.sha.unwrap_or_default();
+        if !is_commit_or_empty(&sha) {
+            return Err(ApiError::invalid(
+                "sha",
+                "give 4 to 64 hexadecimal digits of a commit, or leave it empty for the branch head",
+            ));
+        }
         let trigger = {
             let registry = self.control.read();
             let stack = authorized(principal, &registry, id, Role::Writer, "triggering a run")?;
@@ -204,7 +220,7 @@ impl Admin {
                 &stack.id,
                 &stack.integration,
                 Commit {
-                    sha: body.sha.unwrap_or_default(),
+                    sha,
                     branch: stack.branch.clone(),
                     repository: stack.repository.clone(),
                 },

@@ -279,6 +279,7 @@ pub struct IntegrationDetails {
 #[serde(deny_unknown_fields)]
 pub struct RotateSecret {
     /// Seconds the old secret keeps verifying (default 86400, at most 604800).
+    #[serde(default, deserialize_with = "whole_number")]
     pub grace_period_secs: Option<u64>,
 }
 
@@ -493,4 +494,24 @@ pub struct Redelivered {
     pub delivery_id: String,
     /// Always `redelivered`.
     pub status: String,
+}
+
+/// An optional non-negative whole number, also when written as `786.0`: JSON Schema's `integer`
+/// is any number without a fractional part, and the document promises that.
+fn whole_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    if let Some(n) = number.as_u64() {
+        return Ok(Some(n));
+    }
+    match number.as_f64() {
+        // Saturates beyond u64::MAX, which every range check then refuses.
+        Some(f) if f >= 0.0 && f.fract() == 0.0 => Ok(Some(f as u64)),
+        _ => Err(serde::de::Error::custom(format!(
+            "`{number}` is not a non-negative whole number"
+        ))),
+    }
 }
