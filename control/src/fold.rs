@@ -137,10 +137,7 @@ impl Registry {
             ));
         };
         if !self.spaces.contains_key(parent) {
-            return Err(Rejection::invalid(
-                "parent_id",
-                format!("parent space `{parent}` does not exist"),
-            ));
+            return Err(missing_space("parent_id", parent));
         }
         self.spaces.insert(space.id.clone(), space.clone());
         Ok(Applied::default())
@@ -157,9 +154,9 @@ impl Registry {
         }
         if let Some(inherit) = patch.inherit_entities {
             if id == ROOT_SPACE && inherit {
-                return Err(Rejection::invalid(
-                    "inherit_entities",
-                    "the root space has no parent to inherit from",
+                return Err(Rejection::conflict(
+                    "root_space",
+                    "inherit_entities: the root space has no parent to inherit from",
                 ));
             }
             next.inherit_entities = inherit;
@@ -235,10 +232,7 @@ impl Registry {
             ));
         }
         if !self.spaces.contains_key(&integration.space_id) {
-            return Err(Rejection::invalid(
-                "space_id",
-                format!("space `{}` does not exist", integration.space_id),
-            ));
+            return Err(missing_space("space_id", &integration.space_id));
         }
         let lower = integration.name.to_lowercase();
         if let Some(existing) = self
@@ -409,10 +403,7 @@ impl Registry {
             ));
         }
         if !self.spaces.contains_key(&spec.space_id) {
-            return Err(Rejection::invalid(
-                "space_id",
-                format!("space `{}` does not exist", spec.space_id),
-            ));
+            return Err(missing_space("space_id", &spec.space_id));
         }
         let integration_id = self
             .attachable(&spec.integration, &spec.space_id)?
@@ -508,10 +499,7 @@ impl Registry {
             .iter()
             .find(|b| !self.spaces.contains_key(&b.space_id))
         {
-            return Err(Rejection::invalid(
-                "bindings",
-                format!("space `{}` does not exist", binding.space_id),
-            ));
+            return Err(missing_space("bindings", &binding.space_id));
         }
         self.api_keys.insert(key.id.clone(), key.clone());
         Ok(Applied::default())
@@ -530,6 +518,12 @@ impl Registry {
 
 fn space_not_found(id: &str) -> Rejection {
     Rejection::not_found("space_not_found", format!("no space `{id}`"))
+}
+
+/// A well-formed reference (in `field`) to a space that is not there: 404, like the admin API's
+/// answer for one the caller cannot see.
+fn missing_space(field: &'static str, id: &str) -> Rejection {
+    Rejection::not_found("space_not_found", format!("{field}: no space `{id}`"))
 }
 
 fn integration_not_found(name: &str) -> Rejection {
@@ -785,7 +779,8 @@ mod tests {
         assert!(outcomes[0].is_ok());
         assert_eq!(rejected(&outcomes[1]).code, "space_exists");
         assert_eq!(rejected(&outcomes[1]).kind, RejectionKind::Conflict);
-        assert_eq!(rejected(&outcomes[2]).field, Some("parent_id"));
+        assert_eq!(rejected(&outcomes[2]).code, "space_not_found");
+        assert!(rejected(&outcomes[2]).message.starts_with("parent_id:"));
         assert_eq!(rejected(&outcomes[3]).field, Some("id"));
         assert_eq!(registry.sizes().spaces, 2);
     }
@@ -816,7 +811,8 @@ mod tests {
             create_integration("c", "i3", "team", false),
         ]);
         assert_eq!(rejected(&outcomes[1]).field, Some("space_id"));
-        assert_eq!(rejected(&outcomes[2]).field, Some("space_id"));
+        assert_eq!(rejected(&outcomes[2]).code, "space_not_found");
+        assert!(rejected(&outcomes[2]).message.starts_with("space_id:"));
         assert!(outcomes[3].is_ok());
     }
 
@@ -893,7 +889,8 @@ mod tests {
         assert_eq!(rejected(&outcomes[2]).code, "stack_exists");
         assert_eq!(rejected(&outcomes[3]).field, Some("repository"));
         assert_eq!(rejected(&outcomes[4]).field, Some("branch"));
-        assert_eq!(rejected(&outcomes[5]).field, Some("space_id"));
+        assert_eq!(rejected(&outcomes[5]).code, "space_not_found");
+        assert!(rejected(&outcomes[5]).message.starts_with("space_id:"));
     }
 
     /// Project roots are stored normalised; `..` roots and bad globs are refused naming the
@@ -1067,7 +1064,8 @@ mod tests {
         ]);
         assert!(outcomes[0].is_ok());
         assert_eq!(rejected(&outcomes[1]).code, "api_key_exists");
-        assert_eq!(rejected(&outcomes[2]).field, Some("bindings"));
+        assert_eq!(rejected(&outcomes[2]).code, "space_not_found");
+        assert!(rejected(&outcomes[2]).message.starts_with("bindings:"));
         assert!(outcomes[3].is_ok());
         assert_eq!(registry.sizes().api_keys, 0);
     }
@@ -1147,7 +1145,12 @@ mod tests {
         assert_eq!((team.name.as_str(), team.inherit_entities), ("Team", true));
         assert_eq!(rejected(&outcomes[3]).code, "space_not_empty");
         assert_eq!(rejected(&outcomes[4]).code, "root_space");
-        assert_eq!(rejected(&outcomes[5]).field, Some("inherit_entities"));
+        assert_eq!(rejected(&outcomes[5]).code, "root_space");
+        assert!(
+            rejected(&outcomes[5])
+                .message
+                .starts_with("inherit_entities:")
+        );
         assert!(outcomes[6].is_ok());
         assert_eq!(rejected(&outcomes[8]).code, "space_not_empty");
         assert_eq!(rejected(&outcomes[9]).kind, RejectionKind::NotFound);
