@@ -37,3 +37,6 @@ else
   cargo test --workspace --locked --no-fail-fast
 fi
 scripts/api-fuzz.sh
+# About a minute of fuzzing in all (15 s per target) on a fresh corpus; scripts/fuzz.sh says how to
+# run longer. The build of the fuzz targets is most of this step's time.
+FUZZ_SECONDS=${FUZZ_SECONDS:-15} scripts/fuzz.sh

@@ -19,7 +19,7 @@ use inlet_core::pipeline::StageDeps as PipelineDeps;
 use inlet_router::Deps as RouterDeps;
 
 use crate::cli::StageArgs;
-use inlet_core::ops::Ops;
+use inlet_core::ops::{Ops, WithProgress};
 use inlet_core::ready::ReadyInfo;
 use inlet_core::secret::Secret;
 use inlet_core::topics::Topics;
@@ -520,7 +520,10 @@ async fn consuming(
     let ops_addr = ops_listener.local_addr()?;
     let ops = Arc::new(Ops {
         metrics: connected.metrics.clone(),
-        readiness: connected.control.clone(),
+        readiness: WithProgress {
+            inner: connected.control.clone(),
+            metrics: connected.metrics.clone(),
+        },
     });
     let ops_task = tokio::spawn(inlet_core::listener::serve(
         "operations",

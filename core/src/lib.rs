@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod ops;
 pub mod output;
 pub mod pipeline;
+pub mod progress;
 pub mod ready;
 pub mod records;
 pub mod secret;

@@ -288,6 +288,11 @@ pub struct Metrics {
     /// `inlet_consumer_lag_records{stage, partition}`: records between a consuming stage's
     /// position and the end of each partition it reads, refreshed every 5 s.
     pub consumer_lag: IntGaugeVec,
+    /// `inlet_consumer_stalled_seconds{stage, partition}`: how long a lagging partition has not
+    /// advanced (0 while it moves or is caught up).
+    pub consumer_stalled: IntGaugeVec,
+    /// Positions of the partitions this process consumes, for readiness.
+    pub progress: crate::progress::Progress,
     /// Kafka client statistics.
     pub kafka: KafkaMetrics,
     /// The Bitbucket REST client.
@@ -447,6 +452,14 @@ impl Metrics {
             &["stage", "partition"],
         )
         .unwrap_or_else(|err| unreachable!("static metric definition: {err}"));
+        let consumer_stalled = IntGaugeVec::new(
+            Opts::new(
+                "inlet_consumer_stalled_seconds",
+                "How long a lagging partition has not advanced (0 while it moves or is caught up).",
+            ),
+            &["stage", "partition"],
+        )
+        .unwrap_or_else(|err| unreachable!("static metric definition: {err}"));
         let kafka = KafkaMetrics {
             producer_queue_messages: IntGauge::new(
                 "inlet_kafka_producer_queue_messages",
@@ -472,6 +485,7 @@ impl Metrics {
             Box::new(kafka.transmit_errors.clone()),
             Box::new(kafka.broker_rtt_seconds.clone()),
             Box::new(consumer_lag.clone()),
+            Box::new(consumer_stalled.clone()),
             Box::new(router.events.clone()),
             Box::new(router.triggers.clone()),
             Box::new(router.processing_seconds.clone()),
@@ -500,6 +514,8 @@ impl Metrics {
             workers,
             control,
             consumer_lag,
+            consumer_stalled,
+            progress: crate::progress::Progress::default(),
             kafka,
             bitbucket,
         })

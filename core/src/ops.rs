@@ -77,3 +77,84 @@ impl<R: Readiness> Service for Ops<R> {
         }
     }
 }
+
+/// `inner`'s readiness, and no consumed partition stalled: lagging without advancing for
+/// [`crate::progress::STALL_AFTER`] (router and workers processes).
+pub struct WithProgress<R> {
+    /// The process's own readiness (for inlet: the control log).
+    pub inner: R,
+    /// Where the consume loops record their positions.
+    pub metrics: Arc<Metrics>,
+}
+
+impl<R: Readiness> Readiness for WithProgress<R> {
+    async fn check(&self) -> Result<serde_json::Value, String> {
+        let fields = self.inner.check().await?;
+        let stalls = self
+            .metrics
+            .progress
+            .stalled(std::time::Instant::now(), crate::progress::STALL_AFTER);
+        if stalls.is_empty() {
+            return Ok(fields);
+        }
+        let described: Vec<String> = stalls
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} partition {} has not advanced from offset {} for {} s while {} records behind",
+                    s.stage,
+                    s.partition,
+                    s.position,
+                    s.for_.as_secs(),
+                    s.lag
+                )
+            })
+            .collect();
+        Err(described.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    struct Ready;
+
+    impl Readiness for Ready {
+        async fn check(&self) -> Result<serde_json::Value, String> {
+            Ok(serde_json::json!({}))
+        }
+    }
+
+    /// A partition stalled beyond the threshold makes the process unready, naming it.
+    #[tokio::test]
+    async fn a_stalled_partition_is_not_ready() {
+        let metrics = Metrics::new();
+        let ops = Ops {
+            metrics: metrics.clone(),
+            readiness: WithProgress {
+                inner: Ready,
+                metrics: metrics.clone(),
+            },
+        };
+        assert_eq!(ops.ready().await.status(), StatusCode::OK);
+        let long_ago = Instant::now() - crate::progress::STALL_AFTER - Duration::from_secs(1);
+        metrics.progress.observe("workers", 3, 40, 12, long_ago);
+        metrics
+            .progress
+            .observe("workers", 3, 40, 12, Instant::now());
+        let answer = ops.ready().await;
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = http_body_util::BodyExt::collect(answer.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains("workers partition 3"), "{text}");
+        metrics
+            .progress
+            .observe("workers", 3, 41, 11, Instant::now());
+        assert_eq!(ops.ready().await.status(), StatusCode::OK);
+    }
+}

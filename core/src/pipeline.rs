@@ -451,9 +451,14 @@ fn record_lag(
         positions.elements().iter().map(|e| e.partition()).collect();
     let mut reported = reported.lock().unwrap_or_else(|p| p.into_inner());
     for gone in reported.difference(&assigned) {
+        let partition = gone.to_string();
         let _ = metrics
             .consumer_lag
-            .remove_label_values(&[stage, &gone.to_string()]);
+            .remove_label_values(&[stage, &partition]);
+        let _ = metrics
+            .consumer_stalled
+            .remove_label_values(&[stage, &partition]);
+        metrics.progress.forget(stage, *gone);
     }
     *reported = assigned;
     drop(reported);
@@ -467,10 +472,23 @@ fn record_lag(
             Offset::Offset(offset) => offset,
             _ => low,
         };
+        let lag = (high - position).max(0);
+        let partition = element.partition().to_string();
         metrics
             .consumer_lag
-            .with_label_values(&[stage, &element.partition().to_string()])
-            .set((high - position).max(0));
+            .with_label_values(&[stage, &partition])
+            .set(lag);
+        let stalled = metrics.progress.observe(
+            stage,
+            element.partition(),
+            position,
+            lag,
+            std::time::Instant::now(),
+        );
+        metrics
+            .consumer_stalled
+            .with_label_values(&[stage, &partition])
+            .set(i64::try_from(stalled.as_secs()).unwrap_or(i64::MAX));
     }
 }
 
