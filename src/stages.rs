@@ -240,6 +240,7 @@ async fn router_deps(
         stage: stage_deps(config, connected, &config.router.group_id, &topic).await?,
         changes: bitbucket_client(config, connected)?,
         secrets_key,
+        history: Some((connected.kafka.clone(), config.router.group_id.clone())),
     })
 }
 

@@ -591,3 +591,101 @@ async fn bodies_must_be_objects_and_405_says_allow() {
         "{wrong:?}"
     );
 }
+
+/// History used to be keyed by name and id alone: a stack re-created with a deleted stack's id,
+/// or an integration re-created with a deleted one's name — by another team — showed the
+/// predecessor's runs and deliveries. Now each is keyed by its incarnation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreated_names_do_not_inherit_history() {
+    let (dev, key, secret) = pipeline().await;
+    // Each push its own commit: the same signed body twice would be a replay.
+    let push = |delivery: &'static str, secret: String, integration: &'static str| {
+        let url = dev.webhook_url(integration);
+        let sha = format!("{:0>40}", delivery.len());
+        async move {
+            let sent = webhook(
+                &url,
+                "repo:refs_changed",
+                delivery,
+                &secret,
+                &common::push_body("main", &sha),
+            )
+            .await;
+            assert_eq!(sent.status, 202, "{sent:?}");
+        }
+    };
+    push("root-push", secret.clone(), "bb").await;
+    story(&dev, &key, "root-push", "workers").await;
+    let old_int_secret = common::integration_secret(&dev, &key, "team-int", false).await;
+    push("old-int-push", old_int_secret, "team-int").await;
+    story(&dev, &key, "old-int-push", "router").await;
+
+    // Root's stack `prod` and integration `team-int` are deleted; team-b re-creates both names.
+    for path in ["/stacks/prod", "/integrations/team-int"] {
+        let deleted = admin(&dev, &key, "DELETE", path, Value::Null).await;
+        assert_eq!(deleted.status, 204, "{path}: {deleted:?}");
+    }
+    space(&dev, &key, "team-b", false).await;
+    let stack = admin(
+        &dev,
+        &key,
+        "POST",
+        "/stacks",
+        json!({"id": "prod", "name": "b's prod", "space_id": "team-b",
+               "repository": "INFRA/network", "branch": "main"}),
+    )
+    .await;
+    assert_eq!(stack.status, 201, "{stack:?}");
+    let integration = admin(
+        &dev,
+        &key,
+        "POST",
+        "/integrations",
+        json!({"name": "team-int", "space_id": "team-b", "api_host_url": "https://b.example.com"}),
+    )
+    .await;
+    assert_eq!(integration.status, 201, "{integration:?}");
+    let reader_b = key_for(&dev, &key, "team-b", "reader").await;
+
+    let runs = admin(&dev, &reader_b, "GET", "/stacks/prod/runs", Value::Null).await;
+    assert_eq!(runs.status, 200, "{runs:?}");
+    assert_eq!(runs.json()["runs"], json!([]), "inherited runs: {runs:?}");
+    let listed = admin(
+        &dev,
+        &reader_b,
+        "GET",
+        "/integrations/team-int/deliveries",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    assert_eq!(
+        listed.json()["total"],
+        0,
+        "inherited deliveries: {listed:?}"
+    );
+    let story_b = admin(
+        &dev,
+        &reader_b,
+        "GET",
+        "/deliveries/old-int-push",
+        Value::Null,
+    )
+    .await;
+    assert_eq!(story_b.status, 404, "{story_b:?}");
+    // The root admin still sees the past.
+    let story_root = admin(&dev, &key, "GET", "/deliveries/old-int-push", Value::Null).await;
+    assert_eq!(story_root.status, 200, "{story_root:?}");
+
+    // New history is the new incarnation's.
+    push("b-push", secret, "bb").await;
+    story(&dev, &key, "b-push", "workers").await;
+    let runs = admin(&dev, &reader_b, "GET", "/stacks/prod/runs", Value::Null).await;
+    let delivered: Vec<String> = runs.json()["runs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["delivery_id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(delivered, vec!["b-push"], "{runs:?}");
+}

@@ -116,9 +116,9 @@ async fn assert_all_decided(runs: &mut TopicReader, sent: &[(String, String)]) {
     }
 }
 
-/// Kill the router mid-stream, restart it; then the same for the workers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_stages_lose_nothing() {
+/// An embedded broker, an ingest process on it, the default integration `bb` and two stacks on
+/// `INFRA/network` (`prod` on main, `staging` on staging); returns them with the webhook secret.
+async fn cluster_with_stacks() -> (Inlet, Cluster, Inlet, String) {
     let broker = Inlet::start(&["dev", "--only-broker"], &[]);
     let config = tempfile::tempdir().expect("tempdir");
     std::fs::write(
@@ -131,8 +131,6 @@ async fn killed_stages_lose_nothing() {
         config,
     };
     let ingest = cluster.stage("ingest");
-    let mut router = cluster.stage("router");
-    let mut workers = cluster.stage("workers");
     let created = admin(
         &ingest,
         KEY,
@@ -158,6 +156,15 @@ async fn killed_stages_lose_nothing() {
         .as_str()
         .expect("secret")
         .to_owned();
+    (broker, cluster, ingest, secret)
+}
+
+/// Kill the router mid-stream, restart it; then the same for the workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_stages_lose_nothing() {
+    let (_broker, cluster, ingest, secret) = cluster_with_stacks().await;
+    let mut router = cluster.stage("router");
+    let mut workers = cluster.stage("workers");
     let url = ingest.webhook_url("bb");
     let mut runs = TopicReader::new(&cluster.bootstrap, "inlet.runs").await;
 
@@ -176,4 +183,57 @@ async fn killed_stages_lose_nothing() {
     let _workers = cluster.stage("workers");
     let sent = stream.await.expect("sender");
     assert_all_decided(&mut runs, &sent).await;
+}
+
+/// The router's duplicate window used to live only in memory: right after a restart, a captured
+/// signed body replayed under a fresh `X-Request-Id` was routed (and run) again. The restarted
+/// router now reads back what its group had routed and still records the replay as a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_a_router_restart_is_still_a_duplicate() {
+    let (_broker, cluster, ingest, secret) = cluster_with_stacks().await;
+    let mut router = cluster.stage("router");
+    let _workers = cluster.stage("workers");
+    let url = ingest.webhook_url("bb");
+    let body = common::push_body("main", &"ab".repeat(20));
+    let mut deliveries = TopicReader::new(&cluster.bootstrap, "inlet.deliveries").await;
+    let router_said = |records: &[rdkafka::message::OwnedMessage], id: &str| {
+        records
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<Value>(rdkafka::Message::payload(m)?).ok())
+            .find(|v| v["delivery_id"] == id && v["stage"] == "router")
+    };
+    let answer = webhook(&url, "repo:refs_changed", "original", &secret, &body).await;
+    assert_eq!(answer.status, 202);
+    deliveries
+        .until(Duration::from_secs(30), |r| {
+            router_said(r, "original").is_some()
+        })
+        .await;
+    // Past the auto-commit interval (1 s), then a clean stop, which commits too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(router.stop().success());
+
+    let restarted = cluster.stage("router");
+    let answer = webhook(&url, "repo:refs_changed", "replayed", &secret, &body).await;
+    assert_eq!(answer.status, 202);
+    deliveries
+        .until(Duration::from_secs(60), |r| {
+            router_said(r, "replayed").is_some()
+        })
+        .await;
+    let replayed = router_said(&deliveries.records, "replayed").expect("router event");
+    assert_eq!(replayed["outcome"], "duplicate", "{replayed}");
+    assert_eq!(replayed["reasons"][0], "replayed_body", "{replayed}");
+    assert!(
+        restarted.log().contains("duplicate window rebuilt"),
+        "{}",
+        restarted.log()
+    );
+    let mut runs = TopicReader::new(&cluster.bootstrap, "inlet.runs").await;
+    runs.settle(Duration::from_secs(2)).await;
+    assert!(
+        common::decisions_for(&runs.records, "replayed").is_empty(),
+        "the replay was decided"
+    );
+    assert_eq!(common::decisions_for(&runs.records, "original").len(), 2);
 }

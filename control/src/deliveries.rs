@@ -110,11 +110,14 @@ impl DeliveryLog {
             .cloned()
     }
 
-    /// The most recent deliveries of `integration`, newest first: `limit` of them after skipping
-    /// `skip`, each with its story.
+    /// The most recent deliveries of `integration` in its incarnation `integration_id`, newest
+    /// first: `limit` of them after skipping `skip`, each with its story, and how many there are.
+    /// Deliveries of an earlier integration of the same name are not listed (events written
+    /// before incarnations were recorded carry none and are).
     pub fn recent(
         &self,
         integration: &str,
+        integration_id: &str,
         skip: usize,
         limit: usize,
     ) -> (Vec<(String, Vec<DeliveryEvent>)>, usize) {
@@ -122,25 +125,50 @@ impl DeliveryLog {
         let Some(listed) = store.by_integration.get(integration) else {
             return (Vec::new(), 0);
         };
-        let page = listed
-            .iter()
-            .rev()
-            .skip(skip)
-            .take(limit)
-            .filter_map(|id| Some((id.clone(), store.stories.get(id)?.clone())))
-            .collect();
-        (page, listed.len())
+        let mut total = 0;
+        let mut page = Vec::new();
+        for id in listed.iter().rev() {
+            let Some(story) = store.stories.get(id) else {
+                continue;
+            };
+            if incarnation(story).is_some_and(|seen| seen != integration_id) {
+                continue;
+            }
+            if total >= skip && page.len() < limit {
+                page.push((id.clone(), story.clone()));
+            }
+            total += 1;
+        }
+        (page, total)
     }
 
-    /// The most recent decisions for `stack`, newest first.
-    pub fn runs(&self, stack: &str) -> Vec<DeliveryEvent> {
+    /// The most recent decisions for `stack` in its incarnation `incarnation` (`""`: any),
+    /// newest first.
+    pub fn runs(&self, stack: &str, incarnation: &str) -> Vec<DeliveryEvent> {
         let store = self.store.read().unwrap_or_else(|p| p.into_inner());
         store
             .runs_by_stack
             .get(stack)
-            .map(|runs| runs.iter().rev().cloned().collect())
+            .map(|runs| {
+                runs.iter()
+                    .rev()
+                    .filter(|run| {
+                        incarnation.is_empty()
+                            || run
+                                .stack_incarnation
+                                .as_deref()
+                                .is_none_or(|seen| seen == incarnation)
+                    })
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
+}
+
+/// The integration incarnation a delivery's story names, if any event recorded one.
+pub fn incarnation(story: &[DeliveryEvent]) -> Option<&str> {
+    story.iter().find_map(|e| e.integration_id.as_deref())
 }
 
 async fn follow(consumer: StreamConsumer, log: DeliveryLog, shutdown: CancellationToken) {
@@ -192,13 +220,38 @@ mod tests {
         log.add(event("d2", "bb", DeliveryOutcome::Ignored, ""));
         log.add(event("d3", "other", DeliveryOutcome::Routed, "s2"));
         assert_eq!(log.story("d1").map(|s| s.len()), Some(2));
-        let (page, total) = log.recent("bb", 0, 10);
+        let (page, total) = log.recent("bb", "i1", 0, 10);
         let ids: Vec<_> = page.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!((ids, total), (vec!["d2", "d1"], 2));
-        let (page, _) = log.recent("bb", 1, 10);
+        let (page, _) = log.recent("bb", "i1", 1, 10);
         assert_eq!(page.len(), 1);
-        assert_eq!(log.runs("s1").len(), 1);
-        assert!(log.runs("s2").is_empty());
+        assert_eq!(log.runs("s1", "").len(), 1);
+        assert!(log.runs("s2", "").is_empty());
+    }
+
+    /// A re-created integration or stack (same name or id, another incarnation) lists none of
+    /// its predecessor's deliveries or runs.
+    #[test]
+    fn incarnations_do_not_inherit() {
+        let log = DeliveryLog::default();
+        let stamped = |id: &str, integration_id: &str, stack_incarnation: &str| {
+            let mut event = event(id, "bb", DeliveryOutcome::Decided, "s1");
+            event.integration_id = Some(integration_id.to_owned());
+            event.stack_incarnation = Some(stack_incarnation.to_owned());
+            event
+        };
+        log.add(stamped("old", "i1", "c1"));
+        log.add(stamped("new", "i2", "c2"));
+        let (page, total) = log.recent("bb", "i2", 0, 10);
+        let ids: Vec<_> = page.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!((ids, total), (vec!["new"], 1));
+        let runs: Vec<_> = log
+            .runs("s1", "c2")
+            .into_iter()
+            .map(|r| r.delivery_id)
+            .collect();
+        assert_eq!(runs, vec!["new"]);
+        assert_eq!(log.runs("s1", "").len(), 2);
     }
 
     /// Memory is bounded: the oldest deliveries are forgotten.
@@ -208,7 +261,7 @@ mod tests {
         for i in 0..(MAX_PER_INTEGRATION + 5) {
             log.add(event(&format!("d{i}"), "bb", DeliveryOutcome::Routed, ""));
         }
-        let (_, total) = log.recent("bb", 0, 1);
+        let (_, total) = log.recent("bb", "i1", 0, 1);
         assert_eq!(total, MAX_PER_INTEGRATION);
     }
 }

@@ -152,6 +152,11 @@ pub struct Stack {
     pub integration_status: IntegrationStatus,
     /// The incarnation id of the integration the stack is attached to.
     pub integration_id: String,
+    /// Identifies this incarnation of the id (the id of the command that created it): a stack
+    /// deleted and created again with the same id is another stack, with none of its runs.
+    /// Empty for stacks created before incarnations were recorded.
+    #[serde(default)]
+    pub incarnation: String,
 }
 
 /// What a role binding allows in a space and its descendants.

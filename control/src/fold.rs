@@ -113,7 +113,7 @@ impl Registry {
                 self.create_integration(integration)
             }
             ControlCommand::DeleteIntegration { name } => self.delete_integration(name),
-            ControlCommand::CreateStack { stack } => self.create_stack(stack),
+            ControlCommand::CreateStack { stack } => self.create_stack(stack, &record.command_id),
             ControlCommand::UpdateStack { id, patch } => self.update_stack(id, patch),
             ControlCommand::DeleteStack { id } => self.delete_stack(id),
             ControlCommand::CreateApiKey { key } => self.create_api_key(key),
@@ -390,7 +390,7 @@ impl Registry {
         Ok(integration)
     }
 
-    fn create_stack(&mut self, spec: &StackSpec) -> Outcome {
+    fn create_stack(&mut self, spec: &StackSpec, incarnation: &str) -> Outcome {
         validate_id("id", &spec.id)?;
         validate_labels(&spec.labels)?;
         validate_name("name", &spec.name)?;
@@ -422,6 +422,7 @@ impl Registry {
             disabled: spec.disabled,
             integration_status: IntegrationStatus::Attached,
             integration_id,
+            incarnation: incarnation.to_owned(),
         };
         self.index_stack(&stack);
         self.stacks.insert(stack.id.clone(), stack);

@@ -401,6 +401,14 @@ pub struct DeliveryEvent {
     /// When ingest received the webhook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_at: Option<String>,
+    /// The incarnation (`Integration.id`) of the integration the delivery arrived under, so a
+    /// re-created integration of the same name does not list a predecessor's deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration_id: Option<String>,
+    /// For decisions (workers): the incarnation of the stack decided for, so a stack re-created
+    /// with the same id does not show a predecessor's runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stack_incarnation: Option<String>,
     /// When this event was written.
     pub at: String,
 }
@@ -436,6 +444,8 @@ impl DeliveryEvent {
             run_type: None,
             webhook: None,
             received_at: None,
+            integration_id: None,
+            stack_incarnation: None,
             at: crate::clock::now_rfc3339(),
         }
     }

@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod filter;
+pub mod history;
 pub mod route;
 pub mod telemetry;
 
@@ -38,7 +39,7 @@ use inlet_control::crypto::SecretsKey;
 use inlet_core::CancellationToken;
 use inlet_core::config::StageConfig;
 use inlet_core::dedup::SeenWindow;
-use inlet_core::kafka::header;
+use inlet_core::kafka::{Kafka, header};
 use inlet_core::metrics::RouterMetrics;
 use inlet_core::pipeline::{self, Handler, Output, Poison};
 use inlet_core::records::{
@@ -47,7 +48,6 @@ use inlet_core::records::{
 use rdkafka::Message;
 use rdkafka::error::KafkaError;
 use rdkafka::message::OwnedMessage;
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::filter::{ChangesSource, PathFilters};
@@ -67,6 +67,9 @@ pub struct Deps<S> {
     pub changes: S,
     /// Opens integrations' access tokens; without it path filters fail open.
     pub secrets_key: Option<SecretsKey>,
+    /// The cluster and this stage's consumer group, to rebuild the duplicate window from what
+    /// the group already routed ([`history`]); `None` starts with an empty window.
+    pub history: Option<(Kafka, String)>,
 }
 
 /// Routes until `shutdown`, then drains in-flight outputs and commits.
@@ -82,15 +85,53 @@ pub async fn run<S: ChangesSource>(
         );
     }
     let stage = deps.stage;
+    let mut seen = SeenWindow::new(DUPLICATE_WINDOW, DUPLICATE_CAPACITY);
+    if let Some((kafka, group)) = &deps.history {
+        remember_routed(&mut seen, kafka, group, &stage.pipeline.topics.webhooks()).await;
+    }
     let handler = Router {
         metrics: stage.pipeline.metrics.router.clone(),
         control: stage.control,
         filters: PathFilters::new(deps.changes, deps.secrets_key),
         triggers_topic: stage.pipeline.topics.triggers(),
         deliveries_topic: stage.pipeline.topics.deliveries(),
-        seen: Mutex::new(SeenWindow::new(DUPLICATE_WINDOW, DUPLICATE_CAPACITY)),
+        seen: Mutex::new(seen),
     };
     pipeline::run_stage(stage.pipeline, handler, config, shutdown).await
+}
+
+/// Seeds `seen` with the deliveries `group` routed within the window (see [`history`]). A
+/// failure is logged and leaves the window empty: routing must not wait for history.
+async fn remember_routed(seen: &mut SeenWindow, kafka: &Kafka, group: &str, topic: &str) {
+    let started = Instant::now();
+    match history::rebuild(kafka, group, topic, DUPLICATE_WINDOW, DUPLICATE_CAPACITY).await {
+        Ok(rebuilt) => {
+            let now = Instant::now();
+            for remembered in &rebuilt.keys {
+                let at = now.checked_sub(remembered.age).unwrap_or(now);
+                seen.first_time(&remembered.key, at);
+            }
+            if rebuilt.complete {
+                tracing::info!(
+                    records = rebuilt.records,
+                    keys = seen.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "duplicate window rebuilt from routed webhooks"
+                );
+            } else {
+                tracing::warn!(
+                    records = rebuilt.records,
+                    keys = seen.len(),
+                    "duplicate window rebuilt only in part: reading back routed webhooks took \
+                     too long; a replay of an older delivery may be routed again"
+                );
+            }
+        }
+        Err(err) => tracing::warn!(
+            error = %err,
+            "could not read back routed webhooks; the duplicate window starts empty"
+        ),
+    }
 }
 
 struct Router<S> {
@@ -147,6 +188,11 @@ impl<S: ChangesSource> Router<S> {
             .wait_for(delivery.control_offset, CONTROL_WAIT)
             .await;
         let mut record = delivery_event(message, delivery);
+        record.integration_id = self
+            .control
+            .read()
+            .integration(&delivery.integration)
+            .map(|i| i.id.clone());
         if let Some(reason) = self.duplicate(message, delivery) {
             routing.outcome = RoutingOutcome::Duplicate;
             record.outcome = DeliveryOutcome::Duplicate;
@@ -190,9 +236,11 @@ impl<S: ChangesSource> Router<S> {
     /// under another id (`replayed_body`: a captured delivery sent again, which the signature
     /// alone cannot tell from the original).
     fn duplicate(&self, message: &OwnedMessage, delivery: &Delivery) -> Option<&'static str> {
-        let id = format!("id/{}/{}", delivery.integration, delivery.delivery_id);
-        let digest = Sha256::digest(message.payload().unwrap_or_default());
-        let body = format!("body/{}/{}", delivery.integration, hex::encode(digest));
+        let [id, body] = history::keys(
+            &delivery.integration,
+            &delivery.delivery_id,
+            message.payload().unwrap_or_default(),
+        );
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let (new_id, new_body) = (seen.first_time(&id, now), seen.first_time(&body, now));

@@ -127,6 +127,16 @@ impl Worker {
             .wait_for(trigger.control_offset, CONTROL_WAIT)
             .await;
         let mut record = delivery_event(trigger);
+        {
+            let registry = self.control.read();
+            record.integration_id = registry
+                .integration(&trigger.integration)
+                .map(|i| i.id.clone());
+            record.stack_incarnation = registry
+                .stack(&trigger.stack_id)
+                .map(|s| s.incarnation.clone())
+                .filter(|incarnation| !incarnation.is_empty());
+        }
         let decision = match decide(&self.control.read(), trigger) {
             Ok(decision) => decision,
             Err(NoDecision::StackDeleted) => {

@@ -28,10 +28,22 @@ fn to_value(event: &DeliveryEvent) -> serde_json::Value {
 }
 
 impl Admin {
-    /// Whether `principal` may see deliveries of `integration`; `admin` asks for the admin role.
-    fn may_see_deliveries(&self, principal: &Principal, integration: &str, admin: bool) -> bool {
+    /// Whether `principal` may see deliveries of `integration` in its incarnation `incarnation`
+    /// (`None`: not recorded); `admin` asks for the admin role. Deliveries of an integration that
+    /// no longer exists, or of an earlier one of the same name, are root admins' only: a
+    /// re-created name does not inherit someone else's past.
+    fn may_see_deliveries(
+        &self,
+        principal: &Principal,
+        integration: &str,
+        incarnation: Option<&str>,
+        admin: bool,
+    ) -> bool {
         let registry = self.control.read();
         match registry.integration(integration) {
+            Some(i) if incarnation.is_some_and(|seen| seen != i.id) => {
+                principal.has(&registry, ROOT_SPACE, Role::Admin)
+            }
             Some(i) if admin => principal.can_admin_integration(&registry, i),
             Some(i) => principal.can_see_integration(&registry, i),
             None => principal.has(&registry, ROOT_SPACE, Role::Admin),
@@ -39,21 +51,24 @@ impl Admin {
     }
 
     pub(super) fn list_deliveries(&self, principal: &Principal, name: &str, page: Page) -> Answer {
-        {
+        let integration_id = {
             let registry = self.control.read();
-            let visible = registry
-                .integration(name)
-                .is_some_and(|i| principal.can_see_integration(&registry, i));
-            if !visible {
-                return Err(ApiError::not_found(
-                    "integration_not_found",
-                    format!("no integration named `{name}`"),
-                ));
+            match registry.integration(name) {
+                Some(i) if principal.can_see_integration(&registry, i) => i.id.clone(),
+                _ => {
+                    return Err(ApiError::not_found(
+                        "integration_not_found",
+                        format!("no integration named `{name}`"),
+                    ));
+                }
             }
-        }
+        };
         let offset = page.offset.unwrap_or(0);
         let limit = page.limit.unwrap_or(50).clamp(1, 500);
-        let (stories, total) = self.deps.deliveries.recent(name, offset, limit);
+        let (stories, total) = self
+            .deps
+            .deliveries
+            .recent(name, &integration_id, offset, limit);
         let deliveries = stories
             .into_iter()
             .map(|(delivery_id, events)| {
@@ -86,7 +101,8 @@ impl Admin {
             .first()
             .map(|e| e.integration.clone())
             .unwrap_or_default();
-        if !self.may_see_deliveries(principal, &integration, false) {
+        let incarnation = crate::deliveries::incarnation(&events);
+        if !self.may_see_deliveries(principal, &integration, incarnation, false) {
             return Err(not_found(id));
         }
         Ok((integration, self.only_readable_stacks(principal, events)))
@@ -139,8 +155,16 @@ impl Admin {
     }
 
     pub(super) fn stack_runs(&self, principal: &Principal, id: &str) -> Answer {
-        super::stacks::visible(principal, &self.control.read(), id)?;
-        let runs = self.deps.deliveries.runs(id).iter().map(to_value).collect();
+        let incarnation = super::stacks::visible(principal, &self.control.read(), id)?
+            .incarnation
+            .clone();
+        let runs = self
+            .deps
+            .deliveries
+            .runs(id, &incarnation)
+            .iter()
+            .map(to_value)
+            .collect();
         Ok(json(StatusCode::OK, &RunList { runs }))
     }
 
@@ -148,7 +172,8 @@ impl Admin {
     /// duplicate filter lets it through; run deduplication still applies.
     pub(super) async fn redeliver(&self, principal: &Principal, id: &str) -> Answer {
         let (integration, events) = self.visible_story(principal, id)?;
-        if !self.may_see_deliveries(principal, &integration, true) {
+        let incarnation = crate::deliveries::incarnation(&events).map(str::to_owned);
+        if !self.may_see_deliveries(principal, &integration, incarnation.as_deref(), true) {
             return Err(forbidden(
                 "redelivering needs the admin role on the integration's space",
             ));
@@ -177,6 +202,11 @@ impl Admin {
             DeliveryOutcome::Redelivered,
         );
         event.reasons = vec![format!("requested by {}", principal.actor())];
+        event.integration_id = self
+            .control
+            .read()
+            .integration(&integration)
+            .map(|i| i.id.clone());
         // The webhook is re-published; a lost story line is not worth failing the request for.
         let _ = self
             .deps
