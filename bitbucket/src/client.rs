@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{self, connect::HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -298,7 +298,7 @@ pub struct Client {
 }
 
 struct Inner {
-    http: legacy::Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    http: legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     limits: Limits,
     /// One semaphore per `host:port`, bounding requests in flight to it.
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
@@ -407,7 +407,11 @@ impl Client {
     }
 
     /// Checks the server and opens a call: its deadline starts now.
-    fn begin(&self, endpoint: BitbucketEndpoint, server: &Server) -> Result<Call<'_>, CallError> {
+    pub(crate) fn begin(
+        &self,
+        endpoint: BitbucketEndpoint,
+        server: &Server,
+    ) -> Result<Call<'_>, CallError> {
         let limits = self.inner.limits;
         let instance = Instance::parse(&server.base_url, limits.allow_http)?;
         let authorization = bearer(&server.token)?;
@@ -422,7 +426,7 @@ impl Client {
     }
 
     /// Runs one call, then records its outcome and duration, and logs a failure.
-    async fn observe<T>(
+    pub(crate) async fn observe<T>(
         &self,
         endpoint: BitbucketEndpoint,
         call: impl Future<Output = Result<T, CallError>>,
@@ -443,7 +447,7 @@ impl Client {
     }
 }
 
-fn call_span(endpoint: BitbucketEndpoint, repository: &RepositoryRef) -> tracing::Span {
+pub(crate) fn call_span(endpoint: BitbucketEndpoint, repository: &RepositoryRef) -> tracing::Span {
     tracing::info_span!(
         "bitbucket",
         endpoint = endpoint.as_str(),
@@ -590,7 +594,7 @@ fn has_scheme(text: &str, scheme: &str) -> bool {
 }
 
 /// `/projects/{key}/repos/{slug}/{tail…}`, every segment percent-encoded.
-fn repository_path(repository: &RepositoryRef, tail: &[&str]) -> String {
+pub(crate) fn repository_path(repository: &RepositoryRef, tail: &[&str]) -> String {
     let mut path = format!(
         "/projects/{}/repos/{}",
         segment(&repository.project_key),
@@ -603,7 +607,7 @@ fn repository_path(repository: &RepositoryRef, tail: &[&str]) -> String {
     path
 }
 
-fn segment(text: &str) -> String {
+pub(crate) fn segment(text: &str) -> String {
     // `.` and `..` are unreserved but would walk the path: spell them out.
     match text {
         "." => "%2E".to_owned(),
@@ -628,7 +632,7 @@ fn bearer(token: &Secret) -> Result<HeaderValue, CallError> {
 }
 
 /// One client call: its deadline, credentials and the requests it made so far.
-struct Call<'a> {
+pub(crate) struct Call<'a> {
     inner: &'a Inner,
     endpoint: BitbucketEndpoint,
     instance: Instance,
@@ -785,25 +789,36 @@ impl Call<'_> {
         }
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(
+    pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         &mut self,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, CallError> {
-        let uri = self.instance.uri(path, query)?;
-        let body = self.get(&uri).await?;
-        serde_json::from_slice(&body).map_err(|err| CallError::InvalidResponse {
-            reason: format!("the body is not the documented JSON: {err}"),
-        })
+        let body = self.request(Method::GET, path, query, None).await?;
+        decode(&body)
     }
 
-    /// A GET, retried on 429, 5xx and connection errors while attempts and the deadline last.
-    async fn get(&mut self, uri: &Uri) -> Result<Bytes, CallError> {
+    /// `method` on `path` with an optional JSON `body`, retried on 429, 5xx and connection
+    /// errors while attempts and the deadline last: for writes whose repetition is harmless
+    /// (a build status replaces the one with its key; an update sets the same fields). The
+    /// answer's body (empty for a 204).
+    pub(crate) async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Bytes, CallError> {
+        let uri = self.instance.uri(path, query)?;
+        let body = match body {
+            Some(value) => Some(Bytes::from(value.to_string())),
+            None => None,
+        };
         let mut attempts = 0;
         loop {
             attempts += 1;
             self.requests += 1;
-            match self.attempt(uri, attempts).await {
+            match self.attempt(&method, &uri, body.as_ref(), attempts).await {
                 Attempt::Answered(body) => return Ok(body),
                 Attempt::Failed(error) => return Err(error),
                 Attempt::Retryable { error, .. } if attempts > self.inner.limits.max_retries => {
@@ -852,8 +867,15 @@ impl Call<'_> {
     }
 
     /// One request within the deadline, classified.
-    async fn attempt(&self, uri: &Uri, attempts: u32) -> Attempt {
-        match tokio::time::timeout_at(self.deadline, self.send(uri, attempts)).await {
+    async fn attempt(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        body: Option<&Bytes>,
+        attempts: u32,
+    ) -> Attempt {
+        let sent = self.send(method, uri, body, attempts);
+        match tokio::time::timeout_at(self.deadline, sent).await {
             Err(_) => Attempt::Failed(CallError::Timeout {
                 after_ms: self.inner.limits.call_timeout.as_millis() as u64,
             }),
@@ -867,7 +889,9 @@ impl Call<'_> {
     /// heal by itself).
     async fn send(
         &self,
+        method: &Method,
         uri: &Uri,
+        body: Option<&Bytes>,
         attempts: u32,
     ) -> Result<(StatusCode, HeaderMap, Bytes), Attempt> {
         let transport = |err: &(dyn std::error::Error + 'static)| {
@@ -887,14 +911,20 @@ impl Call<'_> {
         };
         let semaphore = self.inner.host_limit(&self.instance.host_key);
         let _permit = semaphore.acquire().await.map_err(|err| transport(&err))?;
-        let request = Request::get(uri.clone())
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(uri.clone())
             .header(header::AUTHORIZATION, self.authorization.clone())
             .header(header::ACCEPT, "application/json")
             .header(
                 header::USER_AGENT,
                 concat!("inlet/", env!("CARGO_PKG_VERSION")),
-            )
-            .body(Empty::new())
+            );
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(body.cloned().unwrap_or_default()))
             .map_err(|err| {
                 Attempt::Failed(CallError::NotAllowed {
                     reason: format!("cannot build the request: {err}"),
@@ -932,6 +962,13 @@ impl Inner {
             .or_insert_with(|| Arc::new(Semaphore::new(self.limits.max_concurrency_per_host)))
             .clone()
     }
+}
+
+/// A 2xx body as the documented JSON.
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, CallError> {
+    serde_json::from_slice(body).map_err(|err| CallError::InvalidResponse {
+        reason: format!("the body is not the documented JSON: {err}"),
+    })
 }
 
 /// 2xx → the body; 429 and 5xx → retryable; other statuses → failed.
