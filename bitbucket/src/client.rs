@@ -810,10 +810,7 @@ impl Call<'_> {
         body: Option<&serde_json::Value>,
     ) -> Result<Bytes, CallError> {
         let uri = self.instance.uri(path, query)?;
-        let body = match body {
-            Some(value) => Some(Bytes::from(value.to_string())),
-            None => None,
-        };
+        let body = body.map(|value| Bytes::from(value.to_string()));
         let mut attempts = 0;
         loop {
             attempts += 1;
