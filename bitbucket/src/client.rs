@@ -569,9 +569,16 @@ impl Instance {
     }
 
     /// `{base}/rest/api/latest{path}?{query}`, query values percent-encoded.
+    /// `path` under `/rest/api/latest`, or as given when it names another REST root
+    /// (`/rest/build-status/1.0/…`).
     fn uri(&self, path: &str, query: &[(&str, String)]) -> Result<Uri, CallError> {
+        let root = if path.starts_with("/rest/") {
+            ""
+        } else {
+            "/rest/api/latest"
+        };
         let mut text = format!(
-            "{}://{}{}/rest/api/latest{path}",
+            "{}://{}{}{root}{path}",
             self.scheme, self.authority, self.context_path
         );
         for (index, (name, value)) in query.iter().enumerate() {

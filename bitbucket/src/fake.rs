@@ -65,9 +65,16 @@ pub struct RecordedRequest {
     pub query: Option<String>,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
+    /// The request body (at most 1 MiB is read).
+    pub body: Vec<u8>,
 }
 
 impl RecordedRequest {
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+
     /// The decoded value of query parameter `name` (its first occurrence).
     pub fn query_param(&self, name: &str) -> Option<String> {
         query_params(self.query.as_deref())
@@ -123,9 +130,15 @@ impl FakeChange {
     }
 }
 
+#[path = "fake_builds.rs"]
+mod builds;
+pub use builds::PostedBuildStatus;
+
 /// What tests configured, and what the fake saw.
 #[derive(Default)]
 struct State {
+    /// Build statuses (`fake_builds.rs`).
+    builds: builds::Builds,
     /// (`PROJ/slug`, from, to) → changes.
     compares: HashMap<(String, String, Option<String>), Vec<FakeChange>>,
     /// What any other compare answers (`None`: 404, as for an unknown commit).
@@ -371,8 +384,15 @@ async fn connection(stream: TcpStream, state: Arc<Mutex<State>>, stop: Cancellat
 /// Records the request, waits the delay, then: an injected failure, a 401 for a wrong token,
 /// or the endpoint's answer.
 async fn answer(state: &Mutex<State>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
     let _in_flight = InFlight::enter(state);
-    let recorded = record(&request);
+    let mut recorded = record(&request);
+    let method = request.method().clone();
+    recorded.body = http_body_util::Limited::new(request.into_body(), 1024 * 1024)
+        .collect()
+        .await
+        .map(|body| body.to_bytes().to_vec())
+        .unwrap_or_default();
     let (delay, failure) = {
         let mut state = lock(state);
         state.requests.push(recorded.clone());
@@ -384,7 +404,7 @@ async fn answer(state: &Mutex<State>, request: Request<Incoming>) -> Response<Fu
     if let Some(failure) = failure {
         return failure.answer();
     }
-    lock(state).answer(request.method(), &recorded)
+    lock(state).answer(&method, &recorded)
 }
 
 fn record(request: &Request<Incoming>) -> RecordedRequest {
@@ -404,6 +424,7 @@ fn record(request: &Request<Incoming>) -> RecordedRequest {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        body: Vec::new(),
     }
 }
 
@@ -419,7 +440,7 @@ impl State {
     }
 
     /// The answer of an authorised request to the endpoint it names.
-    fn answer(&self, method: &Method, request: &RecordedRequest) -> Response<Full<Bytes>> {
+    fn answer(&mut self, method: &Method, request: &RecordedRequest) -> Response<Full<Bytes>> {
         if let Some(token) = &self.token
             && request.authorization.as_deref() != Some(&format!("Bearer {token}"))
         {
@@ -429,11 +450,17 @@ impl State {
                 Some("com.atlassian.bitbucket.auth.IncorrectPasswordAuthenticationException"),
             );
         }
-        let route = request
-            .full_path
-            .starts_with(CONTEXT_PATH)
-            .then(|| Route::parse(&request.path))
-            .flatten();
+        if !request.full_path.starts_with(CONTEXT_PATH) {
+            return errors(
+                StatusCode::NOT_FOUND,
+                &format!("No REST resource at {}.", request.full_path),
+                None,
+            );
+        }
+        if let Some(answer) = builds::answer(self, method, request) {
+            return answer;
+        }
+        let route = Route::parse(&request.path);
         let Some(route) = route else {
             return errors(
                 StatusCode::NOT_FOUND,

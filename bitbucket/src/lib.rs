@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod builds;
 pub mod client;
 pub mod fake;
 pub mod payload;

@@ -125,6 +125,19 @@ pub enum BitbucketEndpoint {
     CompareChanges,
     /// `GET …/pull-requests/{id}/changes`: files changed by a pull request.
     PullRequestChanges,
+    /// `POST …/commits/{sha}/builds` (or the legacy `/rest/build-status/1.0/commits/{sha}`): a
+    /// build status.
+    PostBuildStatus,
+    /// `GET …/commits/{sha}/builds?key=`: the build status with a key.
+    GetBuildStatus,
+    /// `GET …/webhooks`: the webhooks of a project or repository (paged).
+    WebhooksList,
+    /// `POST …/webhooks`: create a webhook.
+    WebhookCreate,
+    /// `PUT …/webhooks/{id}`: update a webhook.
+    WebhookUpdate,
+    /// `DELETE …/webhooks/{id}`: delete a webhook.
+    WebhookDelete,
 }
 
 impl BitbucketEndpoint {
@@ -132,6 +145,12 @@ impl BitbucketEndpoint {
     pub const ALL: &'static [BitbucketEndpoint] = &[
         BitbucketEndpoint::CompareChanges,
         BitbucketEndpoint::PullRequestChanges,
+        BitbucketEndpoint::PostBuildStatus,
+        BitbucketEndpoint::GetBuildStatus,
+        BitbucketEndpoint::WebhooksList,
+        BitbucketEndpoint::WebhookCreate,
+        BitbucketEndpoint::WebhookUpdate,
+        BitbucketEndpoint::WebhookDelete,
     ];
 
     /// The label value.
@@ -139,6 +158,12 @@ impl BitbucketEndpoint {
         match self {
             BitbucketEndpoint::CompareChanges => "compare_changes",
             BitbucketEndpoint::PullRequestChanges => "pull_request_changes",
+            BitbucketEndpoint::WebhooksList => "webhooks_list",
+            BitbucketEndpoint::WebhookCreate => "webhook_create",
+            BitbucketEndpoint::WebhookUpdate => "webhook_update",
+            BitbucketEndpoint::WebhookDelete => "webhook_delete",
+            BitbucketEndpoint::PostBuildStatus => "post_build_status",
+            BitbucketEndpoint::GetBuildStatus => "get_build_status",
         }
     }
 }
