@@ -35,6 +35,8 @@ pub enum Command {
     Router(StageArgs),
     /// Run the workers against a Kafka cluster.
     Workers(StageArgs),
+    /// Run the reporter (build statuses to Bitbucket) against a Kafka cluster.
+    Reporter(StageArgs),
     /// Load-test the pipeline (in-process by default) and report throughput and latency.
     Bench(crate::bench::BenchArgs),
     /// Re-publish an integration's webhooks received since a time (after a downstream outage).
@@ -185,7 +187,9 @@ pub fn config(cli: &Cli) -> anyhow::Result<Config> {
             args.kafka.apply(&mut config);
             args.listen.apply(&mut config);
         }
-        Command::Router(args) | Command::Workers(args) => args.kafka.apply(&mut config),
+        Command::Router(args) | Command::Workers(args) | Command::Reporter(args) => {
+            args.kafka.apply(&mut config)
+        }
         Command::Bench(_) | Command::Replay(_) | Command::Send(_) | Command::Tail(_) => {}
     }
     config.validate()?;

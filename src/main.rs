@@ -54,6 +54,7 @@ async fn main() -> ExitCode {
         }
         Command::Router(args) => stages::router(config, &args, shutdown).await,
         Command::Workers(args) => stages::workers(config, &args, shutdown).await,
+        Command::Reporter(args) => stages::reporter(config, &args, shutdown).await,
         Command::Bench(args) => bench::run(config, args).await,
         Command::Replay(args) => replay::run(config, args).await,
         Command::Send(args) => send::run(args).await,

@@ -344,12 +344,13 @@ pub async fn dev(
         listeners.webhook_base_url.clone(),
         listeners.admin_base_url.clone(),
     );
-    let (router, workers) = if only_ingest {
-        (None, None)
+    let (router, workers, reporter) = if only_ingest {
+        (None, None, None)
     } else {
         (
             Some(router_deps(&config, &connected, Some(secrets_key.clone())).await?),
             Some(workers_deps(&config, &connected).await?),
+            Some(reporter_deps(&config, &connected, Some(secrets_key.clone())).await?),
         )
     };
     let ingest = ingest_process(
@@ -404,13 +405,21 @@ pub async fn dev(
             None => Ok(()),
         }
     };
-    let (router_result, workers_result, ()) = tokio::join!(
+    let reporter = async {
+        match reporter {
+            Some(deps) => inlet_reporter::run(&config.reporter, deps, shutdown.clone()).await,
+            None => Ok(()),
+        }
+    };
+    let (router_result, workers_result, reporter_result, ()) = tokio::join!(
         router,
         workers,
+        reporter,
         serve_ingest(&config, ingest, shutdown.clone()),
     );
     router_result.context("router")?;
     workers_result.context("workers")?;
+    reporter_result.context("reporter")?;
     let Connected { control_task, .. } = connected;
     let _ = control_task.await;
     // Every client is gone now; only then stop the broker they talk to.
@@ -476,6 +485,50 @@ pub async fn ingest(
 enum Consuming {
     Router,
     Workers,
+    Reporter,
+}
+
+/// `inlet reporter` against a configured cluster.
+pub async fn reporter(
+    config: Config,
+    args: &StageArgs,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    consuming(config, args, Consuming::Reporter, shutdown).await
+}
+
+/// The reporter's dependencies: a consumer of `inlet.runs` and `inlet.run-updates` in its group.
+async fn reporter_deps(
+    config: &Config,
+    connected: &Connected,
+    secrets_key: Option<SecretsKey>,
+) -> anyhow::Result<inlet_reporter::Deps> {
+    let group = &config.reporter.group_id;
+    let consumer = connected
+        .kafka
+        .consumer(group)
+        .await
+        .with_context(|| format!("creating consumer {group}"))?;
+    let topics = [connected.topics.runs(), connected.topics.run_updates()];
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&names)
+        .with_context(|| format!("subscribing to {}", names.join(", ")))?;
+    Ok(inlet_reporter::Deps {
+        stage: StageDeps {
+            pipeline: PipelineDeps {
+                consumer,
+                producer: connected.producer.clone(),
+                topics: connected.topics.clone(),
+                drain: drain(config),
+                metrics: connected.metrics.clone(),
+            },
+            control: connected.control.clone(),
+        },
+        client: bitbucket_client(config, connected)?,
+        secrets_key,
+        kafka: Some(connected.kafka.clone()),
+    })
 }
 
 /// `inlet router` against a configured cluster.
@@ -505,16 +558,22 @@ async fn consuming(
     let name = match stage {
         Consuming::Router => "router",
         Consuming::Workers => "workers",
+        Consuming::Reporter => "reporter",
     };
     let bootstrap = external_bootstrap(&config, name)?;
     let connected = connect(&config, &bootstrap, false, &shutdown).await?;
-    let (router, workers) = match stage {
+    let (mut router, mut workers, mut reporter) = (None, None, None);
+    match stage {
         Consuming::Router => {
             let key = SecretsKey::from_config(&config)?;
-            (Some(router_deps(&config, &connected, key).await?), None)
+            router = Some(router_deps(&config, &connected, key).await?);
         }
-        Consuming::Workers => (None, Some(workers_deps(&config, &connected).await?)),
-    };
+        Consuming::Workers => workers = Some(workers_deps(&config, &connected).await?),
+        Consuming::Reporter => {
+            let key = SecretsKey::from_config(&config)?;
+            reporter = Some(reporter_deps(&config, &connected, key).await?);
+        }
+    }
     let ops_listener = TcpListener::bind(args.metrics_addr)
         .await
         .with_context(|| format!("binding the operations listener {}", args.metrics_addr))?;
@@ -543,6 +602,8 @@ async fn consuming(
         inlet_router::run(&config.router, deps, shutdown).await?;
     } else if let Some(deps) = workers {
         inlet_workers::run(&config.workers, deps, shutdown).await?;
+    } else if let Some(deps) = reporter {
+        inlet_reporter::run(&config.reporter, deps, shutdown).await?;
     }
     let _ = ops_task.await;
     let _ = connected.control_task.await;

@@ -24,6 +24,8 @@ pub struct Config {
     pub router: StageConfig,
     /// The workers stage.
     pub workers: StageConfig,
+    /// The reporter stage.
+    pub reporter: ReporterConfig,
     /// Logging.
     pub log: LogConfig,
     /// The Bitbucket REST client (changed files, later build statuses and webhooks).
@@ -45,6 +47,7 @@ impl Default for Config {
                 group_id: "inlet-workers".to_owned(),
                 max_in_flight: 1024,
             },
+            reporter: ReporterConfig::default(),
             log: LogConfig::default(),
             bitbucket: BitbucketConfig::default(),
             shutdown_timeout_secs: 20,
@@ -171,6 +174,39 @@ impl Default for StageConfig {
         StageConfig {
             group_id: String::new(),
             max_in_flight: 1024,
+        }
+    }
+}
+
+/// The reporter: decisions and run updates to Bitbucket build statuses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReporterConfig {
+    /// Kafka consumer group id.
+    pub group_id: String,
+    /// Most records being posted (or waiting to be committed) at once.
+    pub max_in_flight: usize,
+    /// The build status's link when a run update gives none: `{run_id}` and `{stack_id}` are
+    /// filled in. Unset: the commit's page in Bitbucket.
+    pub status_url: Option<String>,
+}
+
+impl Default for ReporterConfig {
+    fn default() -> Self {
+        ReporterConfig {
+            group_id: "inlet-reporter".to_owned(),
+            max_in_flight: 256,
+            status_url: None,
+        }
+    }
+}
+
+impl ReporterConfig {
+    /// The consume loop's settings.
+    pub fn stage(&self) -> StageConfig {
+        StageConfig {
+            group_id: self.group_id.clone(),
+            max_in_flight: self.max_in_flight,
         }
     }
 }

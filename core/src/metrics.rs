@@ -90,6 +90,20 @@ pub struct WorkersMetrics {
     pub dead_letters: IntCounter,
 }
 
+/// The reporter's metrics.
+#[derive(Clone)]
+pub struct ReporterMetrics {
+    /// `inlet_reporter_statuses_total{outcome}`: decisions and run updates by what became of
+    /// them: `posted`, `posted_legacy`, `already_posted`, `superseded`, `unknown_run`,
+    /// `not_postable` (stack deleted, integration detached, no credentials) or `refused` (a 4xx
+    /// from Bitbucket).
+    pub statuses: IntCounterVec,
+    /// `inlet_reporter_retries_total`: posts retried while Bitbucket was unavailable.
+    pub retries: IntCounter,
+    /// `inlet_reporter_dead_letters_total`: records the reporter could not read.
+    pub dead_letters: IntCounter,
+}
+
 /// The control plane's metrics (every process folds the control log).
 #[derive(Clone)]
 pub struct ControlMetrics {
@@ -308,6 +322,8 @@ pub struct Metrics {
     pub router: RouterMetrics,
     /// Workers.
     pub workers: WorkersMetrics,
+    /// Reporter.
+    pub reporter: ReporterMetrics,
     /// Control plane.
     pub control: ControlMetrics,
     /// `inlet_consumer_lag_records{stage, partition}`: records between a consuming stage's
@@ -351,6 +367,7 @@ impl Metrics {
         match stage {
             crate::records::Stage::Router => Some(&self.router.dead_letters),
             crate::records::Stage::Workers => Some(&self.workers.dead_letters),
+            crate::records::Stage::Reporter => Some(&self.reporter.dead_letters),
             crate::records::Stage::Ingest => None,
         }
     }
@@ -444,6 +461,21 @@ impl Metrics {
                 "Trigger records sent to the dead-letter topic.",
             ),
         };
+        let reporter = ReporterMetrics {
+            statuses: counter_vec(
+                "inlet_reporter_statuses_total",
+                "Decisions and run updates by what the reporter did with them.",
+                &["outcome"],
+            ),
+            retries: counter(
+                "inlet_reporter_retries_total",
+                "Build-status posts retried while Bitbucket was unavailable.",
+            ),
+            dead_letters: counter(
+                "inlet_reporter_dead_letters_total",
+                "Decision or run-update records sent to the dead-letter topic.",
+            ),
+        };
         let control = ControlMetrics {
             applied_offset: IntGauge::new(
                 "inlet_control_applied_offset",
@@ -519,6 +551,9 @@ impl Metrics {
             Box::new(workers.duplicate_runs.clone()),
             Box::new(workers.end_to_end_seconds.clone()),
             Box::new(workers.dead_letters.clone()),
+            Box::new(reporter.statuses.clone()),
+            Box::new(reporter.retries.clone()),
+            Box::new(reporter.dead_letters.clone()),
             Box::new(control.applied_offset.clone()),
             Box::new(control.end_offset.clone()),
             Box::new(control.commands.clone()),
@@ -537,6 +572,7 @@ impl Metrics {
             ingest,
             router,
             workers,
+            reporter,
             control,
             consumer_lag,
             consumer_stalled,

@@ -10,6 +10,8 @@ pub const TRIGGER_SCHEMA: &str = "inlet.trigger/v1";
 pub const RUN_SCHEMA: &str = "inlet.run/v1";
 /// Version tag of [`DeliveryEvent`].
 pub const DELIVERY_SCHEMA: &str = "inlet.delivery/v1";
+/// `schema` of [`RunUpdate`].
+pub const RUN_UPDATE_SCHEMA: &str = "inlet.run-update/v1";
 
 /// Header names of records on `inlet.webhooks` (the value is the raw request body).
 pub mod headers {
@@ -270,6 +272,65 @@ pub struct BlockedReason {
     pub message: String,
 }
 
+/// Where a run is, as its run scheduler reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    /// Waiting for a runner.
+    Queued,
+    /// Running.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished with a failure.
+    Failed,
+    /// Stopped before it finished.
+    Canceled,
+}
+
+impl RunState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Queued => "queued",
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Canceled => "canceled",
+        }
+    }
+}
+
+/// What a run scheduler writes back on `inlet.run-updates`, keyed by stack id (DESIGN §4.3): the
+/// reporter shows it on the run's commit in Bitbucket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunUpdate {
+    /// Always [`RUN_UPDATE_SCHEMA`].
+    pub schema: String,
+    /// The `run_id` of the `RunDecision`.
+    pub run_id: String,
+    /// Its stack (the record's key).
+    pub stack_id: String,
+    /// Where the run is.
+    pub state: RunState,
+    /// The run's page in the scheduler (else `reporter.status_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// One line for the build status's description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    /// When the scheduler observed it (RFC 3339).
+    pub at: String,
+}
+
+impl RunUpdate {
+    /// Its record on `inlet.run-updates`, keyed by stack id.
+    pub fn output(&self, topic: &str) -> crate::output::Output {
+        crate::output::Output::json(topic, &self.stack_id, self)
+    }
+}
+
 /// The downstream contract on `inlet.runs` (DESIGN §4.3), keyed by stack id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunDecision {
@@ -328,6 +389,8 @@ pub enum Stage {
     Router,
     /// Triggers to decisions.
     Workers,
+    /// Decisions and run updates to Bitbucket build statuses.
+    Reporter,
 }
 
 impl Stage {
@@ -337,6 +400,7 @@ impl Stage {
             Stage::Ingest => "ingest",
             Stage::Router => "router",
             Stage::Workers => "workers",
+            Stage::Reporter => "reporter",
         }
     }
 }
@@ -361,6 +425,12 @@ pub enum DeliveryOutcome {
     DeadLettered,
     /// An admin re-published the webhook.
     Redelivered,
+    /// The reporter posted a build status (`run_id`; `reasons`: the state posted).
+    Reported,
+    /// The reporter posted nothing for a decision or run update; `reasons` say why
+    /// (`unknown_run`, `stack_deleted`, `integration_detached`, `already_posted`, `superseded`,
+    /// `bitbucket_refused: …`).
+    NotReported,
 }
 
 /// One step in the story of a delivery, on `inlet.deliveries` keyed by delivery id: what each stage

@@ -52,6 +52,11 @@ impl Topics {
         format!("{}runs", self.prefix)
     }
 
+    /// What run schedulers report back about runs, keyed by stack id.
+    pub fn run_updates(&self) -> String {
+        format!("{}run-updates", self.prefix)
+    }
+
     /// What each stage did with each delivery.
     pub fn deliveries(&self) -> String {
         format!("{}deliveries", self.prefix)
@@ -75,6 +80,7 @@ impl Topics {
             spec(self.triggers(), 12, 7 * DAY_MS),
             spec(self.runs(), 12, 7 * DAY_MS),
             spec(self.deliveries(), 6, 7 * DAY_MS),
+            spec(self.run_updates(), 12, 7 * DAY_MS),
             spec(self.dlq(), 1, 30 * DAY_MS),
         ]
     }

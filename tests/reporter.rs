@@ -1,0 +1,248 @@
+//! End to end against the fake Bitbucket: the reporter shows each stack's run on its commit
+//! (DESIGN §4.3). A push that requests two runs yields two INPROGRESS statuses, run updates turn
+//! them SUCCESSFUL and FAILED, a blocked run shows FAILED with its reason, and a replayed update
+//! is not posted twice.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Inlet, TopicReader, admin, webhook};
+use inlet_bitbucket::fake::{FakeBitbucket, PostedBuildStatus};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "bitbucket-token-1";
+const SHA: &str = "2222222222222222222222222222222222222222";
+
+struct Env {
+    fake: FakeBitbucket,
+    dev: Inlet,
+    secret: String,
+}
+
+/// `inlet dev` on the fake with stacks `prod` (main), `staging` (staging, so a push to main is a
+/// proposed run) and `frozen` (main, disabled: blocked).
+async fn setup() -> Env {
+    let fake = FakeBitbucket::start().await;
+    fake.require_token(TOKEN);
+    let dev = Inlet::start(
+        &[
+            "dev",
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+        &[("INLET_BITBUCKET_ALLOW_HTTP", "true")],
+    );
+    let key = dev.ready.admin_key.clone().expect("admin key");
+    let created = admin(
+        &dev,
+        &key,
+        "POST",
+        "/integrations",
+        json!({"name": "bb", "is_default": true, "api_host_url": fake.base_url(),
+               "username": "inlet", "access_token": TOKEN}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    for (id, branch, disabled) in [
+        ("prod", "main", false),
+        ("staging", "staging", false),
+        ("frozen", "main", true),
+    ] {
+        let stack = admin(
+            &dev,
+            &key,
+            "POST",
+            "/stacks",
+            json!({"id": id, "name": format!("{id} stack"), "repository": "INFRA/network",
+                   "branch": branch, "disabled": disabled}),
+        )
+        .await;
+        assert_eq!(stack.status, 201, "{stack:?}");
+    }
+    let details = admin(&dev, &key, "GET", "/integrations/bb/details", Value::Null).await;
+    let secret = details.json()["webhook_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    Env { fake, dev, secret }
+}
+
+/// Waits until the fake holds statuses for which `done` holds.
+async fn statuses(
+    fake: &FakeBitbucket,
+    done: impl Fn(&[PostedBuildStatus]) -> bool,
+) -> Vec<PostedBuildStatus> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let statuses = fake.build_statuses();
+        if done(&statuses) {
+            return statuses;
+        }
+        assert!(Instant::now() < deadline, "statuses: {statuses:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn has(statuses: &[PostedBuildStatus], key: &str, state: &str) -> bool {
+    statuses
+        .iter()
+        .any(|s| s.key() == key && s.state() == state)
+}
+
+fn run_update(run_id: &str, stack_id: &str, state: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"schema": "inlet.run-update/v1", "run_id": run_id,
+        "stack_id": stack_id, "state": state, "summary": format!("{state} in 1m"),
+        "url": format!("https://runs.example.com/{run_id}"), "at": "2026-12-02T00:00:00Z"}))
+    .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_and_updates_become_build_statuses() {
+    let env = setup().await;
+    let sent = webhook(
+        &env.dev.webhook_url("bb"),
+        "repo:refs_changed",
+        "push-1",
+        &env.secret,
+        &common::push_body("main", SHA),
+    )
+    .await;
+    assert_eq!(sent.status, 202);
+
+    // Two requested runs → two INPROGRESS statuses; the disabled stack's run → FAILED with why.
+    let shown = statuses(&env.fake, |s| {
+        has(s, "inlet-prod-tracked", "INPROGRESS")
+            && has(s, "inlet-staging-proposed", "INPROGRESS")
+            && has(s, "inlet-frozen-tracked", "FAILED")
+    })
+    .await;
+    for status in &shown {
+        assert_eq!(
+            status.repository.as_deref(),
+            Some("INFRA/network"),
+            "{status:?}"
+        );
+        assert_eq!(status.sha, SHA);
+    }
+    let prod = shown
+        .iter()
+        .find(|s| s.key() == "inlet-prod-tracked")
+        .expect("prod");
+    assert_eq!(prod.body["name"], "prod stack (tracked)");
+    assert_eq!(prod.body["ref"], "refs/heads/main");
+    let expected_url = format!(
+        "{}/projects/INFRA/repos/network/commits/{SHA}",
+        env.fake.base_url()
+    );
+    assert_eq!(
+        prod.body["url"],
+        expected_url.as_str(),
+        "without status_url: the commit page"
+    );
+    let frozen = shown
+        .iter()
+        .find(|s| s.key() == "inlet-frozen-tracked")
+        .expect("frozen");
+    assert!(
+        frozen.body["description"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("disabled"),
+        "{frozen:?}"
+    );
+
+    // The run ids come from the decisions on inlet.runs.
+    let mut runs = TopicReader::new(&env.dev.ready.kafka_bootstrap_servers, "inlet.runs").await;
+    runs.until(WAIT, |r| common::decisions_for(r, "push-1").len() == 3)
+        .await;
+    let run_of = |stack: &str| {
+        common::decisions_for(&runs.records, "push-1")
+            .into_iter()
+            .find(|d| d["stack_id"] == stack)
+            .and_then(|d| d["run_id"].as_str().map(str::to_owned))
+            .expect("run id")
+    };
+    let (prod_run, staging_run) = (run_of("prod"), run_of("staging"));
+    assert_eq!(prod.body["buildNumber"], prod_run.as_str());
+
+    for (run, stack, state) in [
+        (&prod_run, "prod", "running"),
+        (&prod_run, "prod", "succeeded"),
+        (&staging_run, "staging", "failed"),
+        // A replayed update, and one for a run nobody decided.
+        (&prod_run, "prod", "succeeded"),
+        (&"not-a-run".to_owned(), "prod", "running"),
+    ] {
+        common::produce(
+            &env.dev,
+            "inlet.run-updates",
+            stack,
+            &run_update(run, stack, state),
+            &[],
+        )
+        .await;
+    }
+    let shown = statuses(&env.fake, |s| {
+        has(s, "inlet-prod-tracked", "SUCCESSFUL") && has(s, "inlet-staging-proposed", "FAILED")
+    })
+    .await;
+    let succeeded = shown
+        .iter()
+        .find(|s| s.key() == "inlet-prod-tracked" && s.state() == "SUCCESSFUL")
+        .expect("succeeded");
+    assert_eq!(
+        succeeded.body["url"],
+        format!("https://runs.example.com/{prod_run}").as_str()
+    );
+    assert_eq!(succeeded.body["description"], "succeeded in 1m");
+
+    // Let the replay and the unknown run be handled, then count: each (run, step) posted once.
+    let mut deliveries =
+        TopicReader::new(&env.dev.ready.kafka_bootstrap_servers, "inlet.deliveries").await;
+    deliveries
+        .until(WAIT, |records| {
+            records.iter().any(|m| {
+                serde_json::from_slice::<Value>(rdkafka::Message::payload(m).unwrap_or_default())
+                    .is_ok_and(|v| {
+                        v["stage"] == "reporter"
+                            && v["reasons"][0]
+                                .as_str()
+                                .unwrap_or_default()
+                                .starts_with("unknown_run")
+                    })
+            })
+        })
+        .await;
+    deliveries.settle(Duration::from_secs(1)).await;
+    let posts = env.fake.build_statuses();
+    let prod_posts: Vec<&str> = posts
+        .iter()
+        .filter(|s| s.key() == "inlet-prod-tracked")
+        .map(|s| s.body["description"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        prod_posts,
+        vec!["run requested", "running in 1m", "succeeded in 1m"],
+        "{posts:#?}"
+    );
+    let reporter_events: Vec<Value> = deliveries
+        .values()
+        .into_iter()
+        .filter(|v| v["stage"] == "reporter")
+        .collect();
+    assert!(
+        reporter_events
+            .iter()
+            .any(|v| v["outcome"] == "not_reported" && v["reasons"][0] == "already_posted"),
+        "{reporter_events:#?}"
+    );
+    let metrics = common::metrics(&env.dev).await;
+    assert!(
+        metrics.contains("inlet_reporter_statuses_total{outcome=\"posted\"} 6"),
+        "{metrics}"
+    );
+}
