@@ -133,12 +133,17 @@ impl FakeChange {
 #[path = "fake_builds.rs"]
 mod builds;
 pub use builds::PostedBuildStatus;
+#[path = "fake_webhooks.rs"]
+mod webhooks;
+pub use webhooks::{FakeWebhook, WebhookWrite};
 
 /// What tests configured, and what the fake saw.
 #[derive(Default)]
 struct State {
     /// Build statuses (`fake_builds.rs`).
     builds: builds::Builds,
+    /// Webhooks (`fake_webhooks.rs`).
+    webhooks: webhooks::Webhooks,
     /// (`PROJ/slug`, from, to) → changes.
     compares: HashMap<(String, String, Option<String>), Vec<FakeChange>>,
     /// What any other compare answers (`None`: 404, as for an unknown commit).
@@ -458,6 +463,9 @@ impl State {
             );
         }
         if let Some(answer) = builds::answer(self, method, request) {
+            return answer;
+        }
+        if let Some(answer) = webhooks::answer(self, method, request) {
             return answer;
         }
         let route = Route::parse(&request.path);

@@ -7,6 +7,8 @@
 //! - [`signature`]: `X-Hub-Signature` HMAC-SHA256 signing and constant-time verification;
 //! - [`client`]: the REST client — the files a push or a pull request changed — bounded in time
 //!   and concurrency, retrying what is worth retrying, never paging forever;
+//! - [`webhooks`]: the webhooks of a project or repository, and the idempotent sync of inlet's
+//!   own webhook in one;
 //! - [`fake`]: a fake Bitbucket Data Center server on loopback, for tests only.
 //!
 //! What enters: raw webhook bodies and their headers; REST calls' parameters. What leaves: typed
@@ -21,5 +23,6 @@ pub mod client;
 pub mod fake;
 pub mod payload;
 pub mod signature;
+pub mod webhooks;
 
 pub use payload::*;
