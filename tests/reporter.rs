@@ -246,3 +246,112 @@ async fn decisions_and_updates_become_build_statuses() {
         "{metrics}"
     );
 }
+
+/// A reporter killed mid-stream (SIGKILL: no drain, no commit) and restarted loses no status and
+/// posts none twice: the records its predecessor may have posted are read back first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_reporter_loses_no_status_and_repeats_none() {
+    let fake = FakeBitbucket::start().await;
+    fake.require_token(TOKEN);
+    let broker = Inlet::start(&["dev", "--only-broker"], &[]);
+    let config = tempfile::tempdir().expect("tempdir");
+    let config_path = config.path().join("inlet.toml");
+    std::fs::write(
+        &config_path,
+        "[kafka.librdkafka]\n\"session.timeout.ms\" = \"6000\"\n\"fetch.wait.max.ms\" = \"10\"\n",
+    )
+    .expect("config");
+    let bootstrap = broker.ready.kafka_bootstrap_servers.clone();
+    let config_path = config_path.to_string_lossy().into_owned();
+    let stage = |name: &str| {
+        let mut args = vec![name, "--kafka-bootstrap-servers", bootstrap.as_str()];
+        if name == "ingest" {
+            args.extend([
+                "--webhook-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ]);
+        }
+        Inlet::start(
+            &args,
+            &[
+                ("INLET_ADMIN_KEY", "reporter-admin-key-0123456789"),
+                ("INLET_SECRETS_KEY", common::SECRETS_KEY),
+                ("INLET_CONFIG", &config_path),
+                ("INLET_BITBUCKET_ALLOW_HTTP", "true"),
+            ],
+        )
+    };
+    let key = "reporter-admin-key-0123456789";
+    let ingest = stage("ingest");
+    let _router = stage("router");
+    let _workers = stage("workers");
+    let mut reporter = stage("reporter");
+    let created = admin(
+        &ingest,
+        key,
+        "POST",
+        "/integrations",
+        json!({"name": "bb", "is_default": true, "api_host_url": fake.base_url(),
+               "username": "inlet", "access_token": TOKEN}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let stack = admin(
+        &ingest,
+        key,
+        "POST",
+        "/stacks",
+        json!({"id": "prod", "name": "prod", "repository": "INFRA/network", "branch": "main"}),
+    )
+    .await;
+    assert_eq!(stack.status, 201, "{stack:?}");
+    let details = admin(&ingest, key, "GET", "/integrations/bb/details", Value::Null).await;
+    let secret = details.json()["webhook_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let url = ingest.webhook_url("bb");
+
+    // 40 pushes, 20 per second.
+    let shas: Vec<String> = (0..40).map(|n| format!("{n:040x}")).collect();
+    let sender = {
+        let (url, secret, shas) = (url.clone(), secret.clone(), shas.clone());
+        tokio::spawn(async move {
+            for (n, sha) in shas.iter().enumerate() {
+                let sent = webhook(
+                    &url,
+                    "repo:refs_changed",
+                    &format!("push-{n}"),
+                    &secret,
+                    &common::push_body("main", sha),
+                )
+                .await;
+                assert_eq!(sent.status, 202);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+    // Killed once it has posted a few: mid-stream, with posts its group has not committed.
+    statuses(&fake, |s| s.len() >= 5).await;
+    reporter.kill();
+    let _restarted = stage("reporter");
+    sender.await.expect("sender");
+
+    statuses(&fake, |s| {
+        shas.iter()
+            .all(|sha| s.iter().any(|p| &p.sha == sha && p.state() == "INPROGRESS"))
+    })
+    .await;
+    // Whatever the restarted reporter re-reads has been handled by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for sha in &shas {
+        let posts = fake
+            .build_statuses()
+            .into_iter()
+            .filter(|p| &p.sha == sha)
+            .count();
+        assert_eq!(posts, 1, "{sha} posted {posts} times");
+    }
+}
