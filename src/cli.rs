@@ -45,6 +45,8 @@ pub enum Command {
     Send(crate::send::SendArgs),
     /// Follow runs, deliveries, triggers or dead letters, one line per record.
     Tail(crate::tail::TailArgs),
+    /// Write a run update (what a run scheduler reports) to inlet.run-updates.
+    RunUpdate(crate::run_update::RunUpdateArgs),
 }
 
 /// Flags every stage shares.
@@ -190,7 +192,11 @@ pub fn config(cli: &Cli) -> anyhow::Result<Config> {
         Command::Router(args) | Command::Workers(args) | Command::Reporter(args) => {
             args.kafka.apply(&mut config)
         }
-        Command::Bench(_) | Command::Replay(_) | Command::Send(_) | Command::Tail(_) => {}
+        Command::Bench(_)
+        | Command::Replay(_)
+        | Command::Send(_)
+        | Command::Tail(_)
+        | Command::RunUpdate(_) => {}
     }
     config.validate()?;
     // The secrets key's format is the control plane's to check; it is checked here, with the rest

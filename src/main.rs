@@ -6,6 +6,7 @@
 mod bench;
 mod cli;
 mod replay;
+mod run_update;
 mod send;
 mod stages;
 mod tail;
@@ -59,6 +60,7 @@ async fn main() -> ExitCode {
         Command::Replay(args) => replay::run(config, args).await,
         Command::Send(args) => send::run(args).await,
         Command::Tail(args) => tail::run(config, args).await,
+        Command::RunUpdate(args) => run_update::run(config, args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -172,7 +172,6 @@ async fn decisions_and_updates_become_build_statuses() {
     for (run, stack, state) in [
         (&prod_run, "prod", "running"),
         (&prod_run, "prod", "succeeded"),
-        (&staging_run, "staging", "failed"),
         // A replayed update, and one for a run nobody decided.
         (&prod_run, "prod", "succeeded"),
         (&"not-a-run".to_owned(), "prod", "running"),
@@ -186,6 +185,26 @@ async fn decisions_and_updates_become_build_statuses() {
         )
         .await;
     }
+    // What an operator (or a script of a run scheduler) writes by hand.
+    let written = std::process::Command::new(env!("CARGO_BIN_EXE_inlet"))
+        .args([
+            "run-update",
+            "--kafka-bootstrap-servers",
+            &env.dev.ready.kafka_bootstrap_servers,
+            "--run-id",
+            &staging_run,
+            "--stack-id",
+            "staging",
+            "--state",
+            "failed",
+            "--summary",
+            "failed in 1m",
+        ])
+        .output()
+        .expect("inlet run-update");
+    assert!(written.status.success(), "{written:?}");
+    let line: Value = serde_json::from_slice(&written.stdout).expect("the update, as JSON");
+    assert_eq!(line["schema"], "inlet.run-update/v1");
     let shown = statuses(&env.fake, |s| {
         has(s, "inlet-prod-tracked", "SUCCESSFUL") && has(s, "inlet-staging-proposed", "FAILED")
     })
@@ -354,4 +373,48 @@ async fn a_killed_reporter_loses_no_status_and_repeats_none() {
             .count();
         assert_eq!(posts, 1, "{sha} posted {posts} times");
     }
+}
+
+/// Bitbucket down (500s, then a 429) holds up no decision: the run is decided at once, its
+/// status waits in Kafka and is posted when Bitbucket answers again; a server before 7.14 gets
+/// it on the legacy resource.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_bitbucket_delays_statuses_not_decisions() {
+    let env = setup().await;
+    env.fake.legacy_build_status_only(true);
+    // Every request fails for a while: more than one post's worth of client retries.
+    env.fake.fail_next(12, 500, None);
+    let sent = webhook(
+        &env.dev.webhook_url("bb"),
+        "repo:refs_changed",
+        "push-outage",
+        &env.secret,
+        &common::push_body("main", SHA),
+    )
+    .await;
+    assert_eq!(sent.status, 202);
+    let mut runs = TopicReader::new(&env.dev.ready.kafka_bootstrap_servers, "inlet.runs").await;
+    runs.until(WAIT, |r| common::decisions_for(r, "push-outage").len() == 3)
+        .await;
+    let shown = statuses(&env.fake, |s| {
+        has(s, "inlet-prod-tracked", "INPROGRESS")
+            && has(s, "inlet-staging-proposed", "INPROGRESS")
+            && has(s, "inlet-frozen-tracked", "FAILED")
+    })
+    .await;
+    assert!(
+        shown.iter().all(|s| s.repository.is_none()),
+        "legacy resource: {shown:#?}"
+    );
+    let metrics = common::metrics(&env.dev).await;
+    let retries: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("inlet_reporter_retries_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_default();
+    assert!(retries >= 1.0, "{metrics}");
+    assert!(
+        metrics.contains("inlet_reporter_statuses_total{outcome=\"posted_legacy\"} 3"),
+        "{metrics}"
+    );
 }
