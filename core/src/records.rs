@@ -42,7 +42,7 @@ pub mod headers {
 }
 
 /// Whether a run applies changes (tracked) or only plans them (proposed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunType {
     /// A push to the stack's tracked branch.
@@ -62,7 +62,7 @@ impl RunType {
 }
 
 /// What caused a trigger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerKind {
     /// `repo:refs_changed`.
@@ -88,7 +88,7 @@ impl TriggerKind {
 }
 
 /// The commit a run is for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Commit {
     /// Full hash.
     pub sha: String,
@@ -99,7 +99,7 @@ pub struct Commit {
 }
 
 /// Where a trigger came from, as carried to the decision.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TriggerSource {
     /// push, pull_request, comment or manual.
     pub kind: TriggerKind,
@@ -117,7 +117,7 @@ pub struct TriggerSource {
 
 /// A request to consider a run of one stack, emitted by the router (or the admin API for manual
 /// runs) to `inlet.triggers`, keyed by stack id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StackTrigger {
     /// Always [`TRIGGER_SCHEMA`].
     pub schema: String,
@@ -234,7 +234,7 @@ impl StackTrigger {
 }
 
 /// Whether the run goes ahead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// Run schedulers should start the run.
@@ -244,7 +244,7 @@ pub enum RunStatus {
 }
 
 /// Why a run was blocked: a fixed set, so it is also a bounded metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BlockedCode {
     /// The stack's integration was deleted.
@@ -264,7 +264,7 @@ impl BlockedCode {
 }
 
 /// Why a run was blocked.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BlockedReason {
     /// Stable code, e.g. `integration_detached`.
     pub code: BlockedCode,
@@ -273,7 +273,7 @@ pub struct BlockedReason {
 }
 
 /// Where a run is, as its run scheduler reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
     /// Waiting for a runner.
@@ -303,7 +303,7 @@ impl RunState {
 
 /// What a run scheduler writes back on `inlet.run-updates`, keyed by stack id (DESIGN §4.3): the
 /// reporter shows it on the run's commit in Bitbucket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunUpdate {
     /// Always [`RUN_UPDATE_SCHEMA`].
@@ -332,7 +332,7 @@ impl RunUpdate {
 }
 
 /// The downstream contract on `inlet.runs` (DESIGN §4.3), keyed by stack id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunDecision {
     /// Always [`RUN_SCHEMA`].
     pub schema: String,
@@ -380,7 +380,7 @@ fn stack_record<T: Serialize>(
 }
 
 /// The stage that wrote a [`DeliveryEvent`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {
     /// The webhook edge and admin API.
@@ -406,7 +406,7 @@ impl Stage {
 }
 
 /// What a stage did with a delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryOutcome {
     /// The router emitted triggers for it (`stacks` says for which).
@@ -435,7 +435,7 @@ pub enum DeliveryOutcome {
 
 /// One step in the story of a delivery, on `inlet.deliveries` keyed by delivery id: what each stage
 /// did with it and why. The admin API serves these to answer "why didn't my stack run?".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeliveryEvent {
     /// Always [`DELIVERY_SCHEMA`].
     pub schema: String,
@@ -484,7 +484,7 @@ pub struct DeliveryEvent {
 }
 
 /// A record's place in a topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RecordPosition {
     /// Partition.
     pub partition: i32,
@@ -642,5 +642,47 @@ mod tests {
                 "decided_at": "2026-01-01T00:00:00Z"
             })
         );
+    }
+}
+
+/// The JSON Schemas of the records other systems read or write, shipped in `schemas/`: the file
+/// name and the schema. `cargo nextest run -p inlet-core schemas` checks the files are current;
+/// `INLET_WRITE_SCHEMAS=1` rewrites them.
+pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
+    fn of<T: schemars::JsonSchema>(id: &str) -> serde_json::Value {
+        let mut schema = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_default();
+        if let Some(map) = schema.as_object_mut() {
+            map.insert("$id".to_owned(), serde_json::Value::from(id));
+        }
+        schema
+    }
+    vec![
+        ("run.schema.json", of::<RunDecision>(RUN_SCHEMA)),
+        ("run-update.schema.json", of::<RunUpdate>(RUN_UPDATE_SCHEMA)),
+        ("delivery.schema.json", of::<DeliveryEvent>(DELIVERY_SCHEMA)),
+        ("trigger.schema.json", of::<StackTrigger>(TRIGGER_SCHEMA)),
+    ]
+}
+
+#[cfg(test)]
+mod schema_files {
+    /// `schemas/*.schema.json` are what the types say (rewritten with `INLET_WRITE_SCHEMAS=1`).
+    #[test]
+    fn schemas_are_current() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas");
+        for (name, schema) in super::json_schemas() {
+            let text = serde_json::to_string_pretty(&schema).expect("json") + "\n";
+            let path = dir.join(name);
+            if std::env::var_os("INLET_WRITE_SCHEMAS").is_some() {
+                std::fs::create_dir_all(&dir).expect("schemas dir");
+                std::fs::write(&path, &text).expect("write");
+            }
+            let shipped = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                shipped == text,
+                "{} is not current: run INLET_WRITE_SCHEMAS=1 cargo test -p inlet-core schemas",
+                path.display()
+            );
+        }
     }
 }
