@@ -186,6 +186,7 @@ async fn ingest_process(
             webhooks_topic: connected.topics.webhooks(),
             deliveries_topic: connected.topics.deliveries(),
             allow_http: config.bitbucket.allow_http,
+            bitbucket: bitbucket_client(config, connected)?,
         },
         control: connected.control.clone(),
     })

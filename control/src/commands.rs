@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::Sealed;
-use crate::domain::{ApiKey, Integration, Space};
+use crate::domain::{ApiKey, Integration, ManagedWebhook, Space};
 
 /// Version tag of control records.
 pub const CONTROL_SCHEMA: &str = "inlet.control/v1";
@@ -81,6 +81,23 @@ pub enum ControlCommand {
         /// Name of the integration.
         name: String,
     },
+    /// Record a webhook Bitbucket created or updated for the integration (appended only after
+    /// Bitbucket answered), replacing any other managed webhook of the same project or repository.
+    RecordBitbucketWebhook {
+        /// Name of the integration.
+        name: String,
+        /// The incarnation it was synced for: a re-created name is another integration.
+        integration_id: String,
+        /// The webhook as Bitbucket answered (no secret).
+        webhook: ManagedWebhook,
+    },
+    /// Stop managing a webhook (appended after Bitbucket deleted it, or had no such webhook).
+    ForgetBitbucketWebhook {
+        /// Name of the integration.
+        name: String,
+        /// Bitbucket's id of the webhook.
+        id: u64,
+    },
     /// Create a stack.
     CreateStack {
         /// The new stack.
@@ -123,7 +140,9 @@ impl ControlCommand {
             }
             ControlCommand::DeleteIntegration { name }
             | ControlCommand::UpdateIntegration { name, .. }
-            | ControlCommand::RotateWebhookSecret { name, .. } => format!("integration/{name}"),
+            | ControlCommand::RotateWebhookSecret { name, .. }
+            | ControlCommand::RecordBitbucketWebhook { name, .. }
+            | ControlCommand::ForgetBitbucketWebhook { name, .. } => format!("integration/{name}"),
             ControlCommand::CreateStack { stack } => format!("stack/{}", stack.id),
             ControlCommand::UpdateStack { id, .. } | ControlCommand::DeleteStack { id } => {
                 format!("stack/{id}")
@@ -143,6 +162,8 @@ impl ControlCommand {
             ControlCommand::RotateWebhookSecret { .. } => "rotate_webhook_secret",
             ControlCommand::CreateIntegration { .. } => "create_integration",
             ControlCommand::DeleteIntegration { .. } => "delete_integration",
+            ControlCommand::RecordBitbucketWebhook { .. } => "record_bitbucket_webhook",
+            ControlCommand::ForgetBitbucketWebhook { .. } => "forget_bitbucket_webhook",
             ControlCommand::CreateStack { .. } => "create_stack",
             ControlCommand::UpdateStack { .. } => "update_stack",
             ControlCommand::DeleteStack { .. } => "delete_stack",

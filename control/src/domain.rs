@@ -114,6 +114,38 @@ impl Integration {
     }
 }
 
+/// A webhook in Bitbucket that inlet created or adopted for an integration, and keeps in sync
+/// (its secret follows rotations). Never holds the secret: that is the integration's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagedWebhook {
+    /// Bitbucket's id of the webhook.
+    pub id: u64,
+    /// The project it lives in (or whose repository it lives in).
+    pub project_key: String,
+    /// The repository of a repository-level webhook; `None`: project-level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository_slug: Option<String>,
+    /// The URL Bitbucket posts to (the integration's webhook URL when it was synced).
+    pub url: String,
+    /// The event keys Bitbucket accepted for it.
+    pub events: Vec<String>,
+    /// Whether Bitbucket said it is active.
+    pub active: bool,
+}
+
+impl ManagedWebhook {
+    /// Whether it lives in project `project_key` (repository `repository_slug`) (compared
+    /// case-insensitively, as Bitbucket compares keys and slugs).
+    pub fn same_scope(&self, project_key: &str, repository_slug: Option<&str>) -> bool {
+        self.project_key.eq_ignore_ascii_case(project_key)
+            && match (self.repository_slug.as_deref(), repository_slug) {
+                (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
 /// Whether a stack's integration still exists in the incarnation the stack was attached to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -5,6 +5,7 @@
 //! every replica reaches the same state without a leader. Nothing here reads a clock or a random
 //! source: whatever must be generated travels inside the command.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::commands::{
@@ -13,7 +14,8 @@ use crate::commands::{
 use crate::crypto::Sealed;
 use crate::domain::MAX_OLDER_SECRETS;
 use crate::domain::{
-    ApiKey, Integration, IntegrationStatus, PreviousSecret, ROOT_SPACE, Space, Stack,
+    ApiKey, Integration, IntegrationStatus, ManagedWebhook, PreviousSecret, ROOT_SPACE, Space,
+    Stack,
 };
 use crate::registry::Registry;
 use inlet_core::clock::parse_rfc3339;
@@ -113,6 +115,12 @@ impl Registry {
                 self.create_integration(integration)
             }
             ControlCommand::DeleteIntegration { name } => self.delete_integration(name),
+            ControlCommand::RecordBitbucketWebhook {
+                name,
+                integration_id,
+                webhook,
+            } => self.record_webhook(name, integration_id, webhook),
+            ControlCommand::ForgetBitbucketWebhook { name, id } => self.forget_webhook(name, *id),
             ControlCommand::CreateStack { stack } => self.create_stack(stack, &record.command_id),
             ControlCommand::UpdateStack { id, patch } => self.update_stack(id, patch),
             ControlCommand::DeleteStack { id } => self.delete_stack(id),
@@ -353,6 +361,9 @@ impl Registry {
         let Some(integration) = self.integrations.remove(name) else {
             return Err(integration_not_found(name));
         };
+        // The webhooks stay in Bitbucket (a re-created name has the same URL, and its first
+        // sync adopts them); inlet no longer manages them for an integration that is gone.
+        self.webhooks.remove(name);
         let mut detached = 0;
         for stack in self.stacks.values_mut() {
             if stack.integration == integration.name
@@ -366,6 +377,71 @@ impl Registry {
         Ok(Applied {
             detached_stacks: detached,
         })
+    }
+
+    /// Records a webhook Bitbucket answered for; one managed webhook per project or repository,
+    /// so a re-created one (its old id gone from Bitbucket) replaces the record of the old.
+    fn record_webhook(
+        &mut self,
+        name: &str,
+        integration_id: &str,
+        webhook: &ManagedWebhook,
+    ) -> Outcome {
+        let Some(integration) = self.integrations.get(name) else {
+            return Err(integration_not_found(name));
+        };
+        if integration.id != integration_id {
+            return Err(Rejection::conflict(
+                "integration_replaced",
+                format!(
+                    "integration `{name}` was deleted and re-created while its webhook was synced; sync again"
+                ),
+            ));
+        }
+        validate_project_key(&webhook.project_key)?;
+        if let Some(slug) = &webhook.repository_slug {
+            validate_repository_slug(slug)?;
+        }
+        if webhook.url.is_empty() || webhook.url.len() > 2048 {
+            return Err(Rejection::invalid(
+                "url",
+                "a webhook URL of 1 to 2048 bytes",
+            ));
+        }
+        if webhook.events.len() > 32 || webhook.events.iter().any(|e| e.is_empty() || e.len() > 128)
+        {
+            return Err(Rejection::invalid(
+                "events",
+                "at most 32 event keys of 1 to 128 bytes",
+            ));
+        }
+        let managed = self.webhooks.entry(name.to_owned()).or_default();
+        managed.retain(|id, other| {
+            *id == webhook.id
+                || !other.same_scope(&webhook.project_key, webhook.repository_slug.as_deref())
+        });
+        managed.insert(webhook.id, webhook.clone());
+        Ok(Applied::default())
+    }
+
+    fn forget_webhook(&mut self, name: &str, id: u64) -> Outcome {
+        if !self.integrations.contains_key(name) {
+            return Err(integration_not_found(name));
+        }
+        let removed = self
+            .webhooks
+            .get_mut(name)
+            .and_then(|managed| managed.remove(&id));
+        if self.webhooks.get(name).is_some_and(BTreeMap::is_empty) {
+            self.webhooks.remove(name);
+        }
+        match removed {
+            Some(_) => Ok(Applied::default()),
+            None => Err(Rejection::not_found(
+                "bitbucket_webhook_not_found",
+                format!("integration `{name}` manages no Bitbucket webhook {id}"),
+            )),
+        }
     }
 
     /// The integration `name` if a stack in `space_id` may attach it.
@@ -650,6 +726,61 @@ fn valid_authority(authority: &str) -> bool {
             || port.strip_prefix(':').is_some_and(|digits| {
                 (1..=5).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
             }))
+}
+
+/// Longest project key or repository slug Bitbucket takes.
+const MAX_BITBUCKET_NAME: usize = 128;
+
+/// A Bitbucket project key: a letter, then letters, digits and `_`; or a personal project,
+/// `~` and a user slug (letters, digits, `_`, `.`, `@`, `-`); at most 128 characters.
+pub(crate) fn validate_project_key(key: &str) -> Result<(), Rejection> {
+    let ok = key.len() <= MAX_BITBUCKET_NAME
+        && match key.strip_prefix('~') {
+            Some(user) => {
+                !user.is_empty()
+                    && user
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '@' | '-'))
+            }
+            None => {
+                key.starts_with(|c: char| c.is_ascii_alphabetic())
+                    && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            }
+        };
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(
+            "project_key",
+            format!(
+                "`{key}` is not a Bitbucket project key: a letter then letters, digits or `_` \
+                 (or `~user` for a personal project), at most {MAX_BITBUCKET_NAME} characters"
+            ),
+        ))
+    }
+}
+
+/// A Bitbucket repository slug: letters, digits, `_`, `.` and `-`, not `.` or `..`, at most
+/// 128 characters.
+pub(crate) fn validate_repository_slug(slug: &str) -> Result<(), Rejection> {
+    let ok = !slug.is_empty()
+        && slug.len() <= MAX_BITBUCKET_NAME
+        && slug != "."
+        && slug != ".."
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejection::invalid(
+            "repository_slug",
+            format!(
+                "`{slug}` is not a repository slug: letters, digits, `_`, `.` or `-` (not `.` \
+                 or `..`), at most {MAX_BITBUCKET_NAME} characters"
+            ),
+        ))
+    }
 }
 
 /// `PROJECT/repo`: two non-empty segments without spaces.
@@ -973,6 +1104,98 @@ mod tests {
             registry.stack("s2").map(|s| s.integration_status),
             Some(IntegrationStatus::Detached)
         );
+    }
+
+    fn managed(id: u64, project: &str, slug: Option<&str>) -> ManagedWebhook {
+        ManagedWebhook {
+            id,
+            project_key: project.to_owned(),
+            repository_slug: slug.map(str::to_owned),
+            url: "https://inlet.example.com/webhooks/bitbucket-datacenter/bb".to_owned(),
+            events: vec!["repo:refs_changed".to_owned()],
+            active: true,
+        }
+    }
+
+    fn record_webhook(integration_id: &str, webhook: ManagedWebhook) -> ControlCommand {
+        ControlCommand::RecordBitbucketWebhook {
+            name: "bb".to_owned(),
+            integration_id: integration_id.to_owned(),
+            webhook,
+        }
+    }
+
+    /// Managed webhooks: one per project or repository (a new id there replaces the old
+    /// record), only for the incarnation they were synced for, forgotten one by one, and all
+    /// forgotten with their integration (a re-created name starts with none).
+    #[test]
+    fn managed_webhooks_follow_their_integration() {
+        let forget = |id| ControlCommand::ForgetBitbucketWebhook {
+            name: "bb".to_owned(),
+            id,
+        };
+        let (mut registry, outcomes) = fold(vec![
+            create_integration("bb", "i1", "root", true),
+            record_webhook("i1", managed(1, "INFRA", None)),
+            record_webhook("i1", managed(2, "INFRA", Some("network"))),
+            record_webhook("i1", managed(3, "infra", Some("NETWORK"))),
+            record_webhook("i1", managed(1, "INFRA", None)),
+            record_webhook("other", managed(4, "OPS", None)),
+            record_webhook("i1", managed(5, "1NFRA", None)),
+            record_webhook("i1", managed(6, "INFRA", Some(".."))),
+            forget(9),
+        ]);
+        assert!(outcomes[..5].iter().all(Result::is_ok), "{outcomes:?}");
+        assert_eq!(rejected(&outcomes[5]).code, "integration_replaced");
+        assert_eq!(rejected(&outcomes[6]).field, Some("project_key"));
+        assert_eq!(rejected(&outcomes[7]).field, Some("repository_slug"));
+        assert_eq!(rejected(&outcomes[8]).code, "bitbucket_webhook_not_found");
+        let ids: Vec<u64> = registry.managed_webhooks("bb").map(|w| w.id).collect();
+        assert_eq!(ids, [1, 3]);
+
+        assert!(registry.apply(&record(forget(3))).is_ok());
+        assert_eq!(registry.managed_webhook("bb", 3), None);
+        assert!(registry.managed_webhook("bb", 1).is_some());
+        for command in [
+            ControlCommand::DeleteIntegration {
+                name: "bb".to_owned(),
+            },
+            create_integration("bb", "i2", "root", true),
+        ] {
+            assert!(registry.apply(&record(command)).is_ok());
+        }
+        assert_eq!(registry.managed_webhooks("bb").count(), 0);
+        assert_eq!(
+            rejected(&registry.apply(&record(record_webhook("i1", managed(1, "INFRA", None)))))
+                .code,
+            "integration_replaced"
+        );
+    }
+
+    /// Project keys and slugs: what Bitbucket takes, and nothing that would walk a path.
+    #[test]
+    fn bitbucket_names() {
+        for key in ["INFRA", "a", "A_1", "~bob", "~bob.smith@x-y"] {
+            assert!(validate_project_key(key).is_ok(), "{key}");
+        }
+        for key in [
+            "",
+            "1A",
+            "_A",
+            "A-B",
+            "~",
+            "A/B",
+            "IN FRA",
+            &"A".repeat(129),
+        ] {
+            assert!(validate_project_key(key).is_err(), "{key}");
+        }
+        for slug in ["network", "net-work.git", "_x", ".x", "...", "a.."] {
+            assert!(validate_repository_slug(slug).is_ok(), "{slug}");
+        }
+        for slug in ["", ".", "..", "a/b", "a b", "é"] {
+            assert!(validate_repository_slug(slug).is_err(), "{slug}");
+        }
     }
 
     /// Deleting what does not exist is a not-found rejection that changes nothing.

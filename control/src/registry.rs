@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::domain::{ApiKey, Integration, ROOT_SPACE, Space, Stack};
+use crate::domain::{ApiKey, Integration, ManagedWebhook, ROOT_SPACE, Space, Stack};
 
 /// The folded state of the control log.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,6 +14,8 @@ pub struct Registry {
     pub(crate) integrations: BTreeMap<String, Integration>,
     pub(crate) stacks: BTreeMap<String, Stack>,
     pub(crate) api_keys: BTreeMap<String, ApiKey>,
+    /// Integration name → Bitbucket webhook id → the webhooks inlet manages for it.
+    pub(crate) webhooks: BTreeMap<String, BTreeMap<u64, ManagedWebhook>>,
     /// (lower-case integration name, lower-case repository) → ids of the stacks on it.
     pub(crate) by_repository: HashMap<(String, String), BTreeSet<String>>,
 }
@@ -34,6 +36,7 @@ impl Registry {
             integrations: BTreeMap::new(),
             stacks: BTreeMap::new(),
             api_keys: BTreeMap::new(),
+            webhooks: BTreeMap::new(),
             by_repository: HashMap::new(),
         }
     }
@@ -61,6 +64,19 @@ impl Registry {
     /// The default integration, if one exists.
     pub fn default_integration(&self) -> Option<&Integration> {
         self.integrations.values().find(|i| i.is_default)
+    }
+
+    /// The Bitbucket webhooks inlet manages for integration `name`, by id.
+    pub fn managed_webhooks(&self, name: &str) -> impl Iterator<Item = &ManagedWebhook> {
+        self.webhooks
+            .get(name)
+            .into_iter()
+            .flat_map(BTreeMap::values)
+    }
+
+    /// One managed webhook of integration `name`.
+    pub fn managed_webhook(&self, name: &str, id: u64) -> Option<&ManagedWebhook> {
+        self.webhooks.get(name)?.get(&id)
     }
 
     /// A stack by id.

@@ -69,6 +69,14 @@ pub enum ApiError {
         /// Seconds.
         retry_after: u32,
     },
+    /// 502: Bitbucket refused the call or could not be reached; the message is Bitbucket's (or
+    /// why there was no answer).
+    BadGateway {
+        /// Stable code, e.g. `bitbucket_refused`.
+        code: &'static str,
+        /// Human sentence.
+        message: String,
+    },
     /// 500: this process cannot serve it (the cause is logged where it happened).
     Internal {
         /// Stable code.
@@ -130,6 +138,7 @@ impl ApiError {
                 RejectionKind::NotFound => StatusCode::NOT_FOUND,
             },
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -149,6 +158,7 @@ impl ApiError {
             | ApiError::Conflict { code, .. }
             | ApiError::Gone { code, .. }
             | ApiError::Unavailable { code, .. }
+            | ApiError::BadGateway { code, .. }
             | ApiError::Internal { code, .. } => code,
         }
     }
@@ -173,6 +183,7 @@ impl ApiError {
             | ApiError::Conflict { message, .. }
             | ApiError::Gone { message, .. }
             | ApiError::Unavailable { message, .. }
+            | ApiError::BadGateway { message, .. }
             | ApiError::Internal { message, .. } => message.clone(),
         }
     }

@@ -17,7 +17,7 @@ use inlet_core::secret::Secret;
 
 use super::views::{
     CreateIntegration, IntegrationDetails, IntegrationList, IntegrationView, RotateSecret,
-    UpdateIntegration,
+    RotatedSecret, UpdateIntegration,
 };
 use super::{Admin, Answer, Named, forbidden, require};
 use crate::admin::error::{ApiError, empty, json};
@@ -36,7 +36,7 @@ fn not_found(name: &str) -> ApiError {
 }
 
 /// The integration if `principal` may see it (404 otherwise, so existence does not leak).
-fn visible<'r>(
+pub(super) fn visible<'r>(
     principal: &Principal,
     registry: &'r Registry,
     name: &str,
@@ -48,7 +48,7 @@ fn visible<'r>(
 }
 
 /// The integration if `principal` administers it: 404 if invisible, 403 if only visible.
-fn administered<'r>(
+pub(super) fn administered<'r>(
     principal: &Principal,
     registry: &'r Registry,
     name: &str,
@@ -65,7 +65,7 @@ fn administered<'r>(
 }
 
 impl Admin {
-    fn webhook_url(&self, name: &str) -> String {
+    pub(super) fn webhook_url(&self, name: &str) -> String {
         format!("{}{WEBHOOK_PATH_PREFIX}{name}", self.deps.public_base_url)
     }
 
@@ -95,7 +95,10 @@ impl Admin {
         Ok(json(StatusCode::OK, &self.details(integration)?))
     }
 
-    fn details(&self, integration: &Integration) -> Result<IntegrationDetails, ApiError> {
+    pub(super) fn details(
+        &self,
+        integration: &Integration,
+    ) -> Result<IntegrationDetails, ApiError> {
         let secret = self
             .deps
             .secrets_key
@@ -267,7 +270,8 @@ impl Admin {
     }
 
     /// A new secret; the old one keeps verifying for the grace period, so Bitbucket can be
-    /// updated without losing webhooks.
+    /// updated without losing webhooks. The managed Bitbucket webhooks get the new secret
+    /// after the rotation is recorded; the answer says which did and which did not.
     pub(super) async fn rotate_secret(
         &self,
         principal: &Principal,
@@ -302,9 +306,20 @@ impl Admin {
             },
         )
         .await?;
-        let registry = self.control.read();
-        let integration = registry.integration(name).ok_or_else(|| not_found(name))?;
-        Ok(json(StatusCode::OK, &self.details(integration)?))
+        let details = {
+            let registry = self.control.read();
+            let integration = registry.integration(name).ok_or_else(|| not_found(name))?;
+            self.details(integration)?
+        };
+        let (bitbucket_webhooks_updated, bitbucket_webhooks_failed) = self.push_secret(name).await;
+        Ok(json(
+            StatusCode::OK,
+            &RotatedSecret {
+                details,
+                bitbucket_webhooks_updated,
+                bitbucket_webhooks_failed,
+            },
+        ))
     }
 }
 

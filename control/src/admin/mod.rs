@@ -5,10 +5,12 @@
 //! (the bootstrap key or an API key) and authorised against the space tree (`crate::access`):
 //! a resource the caller may not read answers 404, one it may read but not change answers 403.
 //!
-//! One file per resource: `spaces`, `integrations`, `stacks` (with manual runs), `keys`;
+//! One file per resource: `spaces`, `integrations`, `bitbucket_webhooks` (the webhooks inlet
+//! provisions in Bitbucket for an integration), `stacks` (with manual runs), `keys`;
 //! `views` holds request and response bodies, `openapi` the route table and the document
 //! generated from it.
 
+mod bitbucket_webhooks;
 mod deliveries;
 pub mod error;
 mod integrations;
@@ -74,6 +76,8 @@ pub struct AdminDeps {
     pub deliveries_topic: String,
     /// Whether integrations may point at an `http://` Bitbucket.
     pub allow_http: bool,
+    /// Calls Bitbucket to provision integrations' webhooks (and push rotated secrets).
+    pub bitbucket: inlet_bitbucket::client::Client,
 }
 
 /// Serves the admin API on `listener` until `shutdown`, then drains it for at most `drain`.
@@ -229,6 +233,18 @@ impl Admin {
                 let name = name.to_string();
                 self.rotate_secret(p, &name, read_optional_json(request).await?)
                     .await
+            }
+
+            (Method::GET, ["integrations", name, "bitbucket-webhooks"]) => {
+                self.list_bitbucket_webhooks(p, name)
+            }
+            (Method::PUT, ["integrations", name, "bitbucket-webhooks"]) => {
+                let name = name.to_string();
+                self.sync_bitbucket_webhook(p, &name, read_json(request).await?)
+                    .await
+            }
+            (Method::DELETE, ["integrations", name, "bitbucket-webhooks", id]) => {
+                self.delete_bitbucket_webhook(p, name, id).await
             }
 
             (Method::GET, ["integrations", name, "deliveries"]) => {

@@ -169,10 +169,39 @@ pub const ROUTES: &[Route] = &[
     route(
         "post",
         "/integrations/{name}/rotate-secret",
-        "Replace the webhook secret; the old one verifies until the grace period ends (admin).",
+        "Replace the webhook secret; the old one verifies until the grace period ends (admin). \
+         Every managed Bitbucket webhook then gets the new secret; the answer lists which did and \
+         which did not.",
         Some(schema::<RotateSecret>),
         200,
-        Some(schema::<IntegrationDetails>),
+        Some(schema::<RotatedSecret>),
+    ),
+    route(
+        "get",
+        "/integrations/{name}/bitbucket-webhooks",
+        "The Bitbucket webhooks inlet manages for the integration (admin).",
+        None,
+        200,
+        Some(schema::<BitbucketWebhookList>),
+    ),
+    route(
+        "put",
+        "/integrations/{name}/bitbucket-webhooks",
+        "Create or update, idempotently, the project- or repository-level webhook in Bitbucket \
+         with the integration's URL, current secret and the eight events (admin); 502 with \
+         Bitbucket's message when it refuses or cannot be reached, and nothing is recorded.",
+        Some(schema::<SyncBitbucketWebhook>),
+        200,
+        Some(schema::<SyncedBitbucketWebhook>),
+    ),
+    route(
+        "delete",
+        "/integrations/{name}/bitbucket-webhooks/{id}",
+        "Delete a managed webhook in Bitbucket and stop managing it (admin); 502 when Bitbucket \
+         refuses.",
+        None,
+        204,
+        None,
     ),
     route(
         "get",
@@ -292,6 +321,14 @@ const WS: &str = r"\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u2
 const ID: &str = "^[a-z0-9][a-z0-9_-]*$";
 /// Integration names (fold `validate_integration_name`).
 const INTEGRATION_NAME: &str = "^[A-Za-z0-9][A-Za-z0-9._-]*$";
+/// Bitbucket project keys (fold `validate_project_key`).
+const PROJECT_KEY: &str = "^([A-Za-z][A-Za-z0-9_]*|~[A-Za-z0-9_.@-]+)$";
+/// Repository slugs (fold `validate_repository_slug`): never `.` or `..`, written without
+/// look-ahead.
+const REPOSITORY_SLUG: &str =
+    r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*|\.[A-Za-z0-9_-][A-Za-z0-9_.-]*|\.\.[A-Za-z0-9_.-]+)$";
+/// Bitbucket webhook ids: what fits a u64 without a doubt.
+const WEBHOOK_ID: &str = "^[0-9]{1,19}$";
 /// `X-Request-Id`s, the ids of deliveries (ingest: 1–128 visible ASCII characters).
 const DELIVERY_ID: &str = "^[!-~]+$";
 
@@ -381,6 +418,16 @@ fn constraints(allow_http: bool) -> Vec<(&'static str, &'static str, Value)> {
             "sha",
             json!({"pattern": "^([0-9a-fA-F]{4,64})?$"}),
         ),
+        (
+            "SyncBitbucketWebhook",
+            "project_key",
+            json!({"pattern": PROJECT_KEY, "maxLength": 128}),
+        ),
+        (
+            "SyncBitbucketWebhook",
+            "repository_slug",
+            json!({"pattern": REPOSITORY_SLUG, "maxLength": 128}),
+        ),
     ];
     for schema in ["CreateStack", "UpdateStack"] {
         rules.extend([
@@ -422,6 +469,9 @@ fn parameter_schema(name: &str, path: &str) -> Value {
             json!({"type": "string", "pattern": DELIVERY_ID, "maxLength": 128})
         }
         ("id", p) if p.starts_with("/api-keys") => json!({"type": "string", "minLength": 1}),
+        ("id", p) if p.contains("/bitbucket-webhooks/") => {
+            json!({"type": "string", "pattern": WEBHOOK_ID})
+        }
         _ => json!({"type": "string", "pattern": ID, "maxLength": 64}),
     }
 }
@@ -580,6 +630,7 @@ mod tests {
             "refs/heads/",
             "refs/",
             "a/",
+            "~",
         ];
         type Rule = (String, Box<dyn Fn(&str) -> bool>);
         let rules: Vec<Rule> = vec![
@@ -614,6 +665,14 @@ mod tests {
                 Box::new(|s| crate::paths::normalise_root(s).is_ok()),
             ),
             (
+                PROJECT_KEY.to_owned(),
+                Box::new(|s| fold::validate_project_key(s).is_ok()),
+            ),
+            (
+                REPOSITORY_SLUG.to_owned(),
+                Box::new(|s| fold::validate_repository_slug(s).is_ok()),
+            ),
+            (
                 host_url(true),
                 Box::new(|s| fold::validate_host_url("api_host_url", s).is_ok()),
             ),
@@ -644,6 +703,12 @@ mod tests {
     fn templates_match() {
         assert!(is_resource(&["stacks", "abc", "runs"]));
         assert!(is_resource(&["integrations", "bb", "details"]));
+        assert!(is_resource(&[
+            "integrations",
+            "bb",
+            "bitbucket-webhooks",
+            "7"
+        ]));
         assert!(!is_resource(&["stacks", "abc", "nope"]));
         assert!(!is_resource(&["nope"]));
     }

@@ -1,7 +1,9 @@
 //! Request and response bodies of the admin API. Their JSON Schemas (derived here) are what the
 //! OpenAPI document publishes, so documentation and behaviour come from the same types.
 
-use crate::domain::{ApiKey, Integration, IntegrationStatus, PROVIDER, Role, Space, Stack};
+use crate::domain::{
+    ApiKey, Integration, IntegrationStatus, ManagedWebhook, PROVIDER, Role, Space, Stack,
+};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -281,6 +283,95 @@ pub struct RotateSecret {
     /// Seconds the old secret keeps verifying (default 86400, at most 604800).
     #[serde(default, deserialize_with = "whole_number")]
     pub grace_period_secs: Option<u64>,
+}
+
+/// `POST /integrations/{name}/rotate-secret` answer: the new details, and what became of each
+/// managed Bitbucket webhook the new secret was pushed to.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct RotatedSecret {
+    /// The webhook URL and the new secret.
+    #[serde(flatten)]
+    pub details: IntegrationDetails,
+    /// Managed webhooks Bitbucket now signs with the new secret.
+    pub bitbucket_webhooks_updated: Vec<BitbucketWebhookView>,
+    /// Managed webhooks Bitbucket did not update (they sign with the old secret, which verifies
+    /// until its grace period ends: sync them again before then).
+    pub bitbucket_webhooks_failed: Vec<BitbucketWebhookFailure>,
+}
+
+/// `PUT /integrations/{name}/bitbucket-webhooks`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SyncBitbucketWebhook {
+    /// Project key, e.g. `INFRA` (`~user` for a personal project).
+    pub project_key: String,
+    /// Repository slug for a repository-level webhook; without it, the project-level one.
+    pub repository_slug: Option<String>,
+}
+
+/// A Bitbucket webhook inlet manages for an integration.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct BitbucketWebhookView {
+    /// Bitbucket's id of the webhook.
+    pub id: u64,
+    /// Its project.
+    pub project_key: String,
+    /// Its repository (null: project-level).
+    pub repository_slug: Option<String>,
+    /// Where Bitbucket posts: the integration's webhook URL.
+    pub url: String,
+    /// The event keys Bitbucket accepted.
+    pub events: Vec<String>,
+    /// Whether Bitbucket sends deliveries.
+    pub active: bool,
+}
+
+impl From<&ManagedWebhook> for BitbucketWebhookView {
+    fn from(w: &ManagedWebhook) -> Self {
+        BitbucketWebhookView {
+            id: w.id,
+            project_key: w.project_key.clone(),
+            repository_slug: w.repository_slug.clone(),
+            url: w.url.clone(),
+            events: w.events.clone(),
+            active: w.active,
+        }
+    }
+}
+
+/// `PUT /integrations/{name}/bitbucket-webhooks` answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SyncedBitbucketWebhook {
+    /// The webhook, as Bitbucket answered.
+    #[serde(flatten)]
+    pub webhook: BitbucketWebhookView,
+    /// Whether it was created (no webhook of the scope had the integration's URL) rather than
+    /// updated.
+    pub created: bool,
+    /// Event keys Bitbucket refused (a server older than them), left out of `events`.
+    pub refused_events: Vec<String>,
+}
+
+/// `GET /integrations/{name}/bitbucket-webhooks`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BitbucketWebhookList {
+    /// The webhooks inlet manages for the integration.
+    pub bitbucket_webhooks: Vec<BitbucketWebhookView>,
+}
+
+/// A managed webhook Bitbucket did not update, and why.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BitbucketWebhookFailure {
+    /// Bitbucket's id of the webhook.
+    pub id: u64,
+    /// Its project.
+    pub project_key: String,
+    /// Its repository (null: project-level).
+    pub repository_slug: Option<String>,
+    /// Stable snake_case code, as in error answers.
+    pub code: String,
+    /// Bitbucket's message, or why there was no answer.
+    pub message: String,
 }
 
 /// `POST /stacks`.
