@@ -161,7 +161,7 @@ if [[ -n $workers ]]; then
   groups "$workers" "$workers_group"
 fi
 
-# reporter (a later release): run decisions and schedulers' run updates → the delivery log.
+# reporter: run decisions and schedulers' run updates → Bitbucket build statuses, the delivery log.
 if [[ -n $reporter ]]; then
   common "$reporter"
   reads "$reporter" runs run-updates control
