@@ -17,8 +17,11 @@
 #                                     ServiceMonitor (a CRD, which kubernetes-validate only warns
 #                                     about) by a structural check; cross-references between
 #                                     Deployments, Services, Ingress, PDBs, Secret and ConfigMap
-#   - every inlet.toml                loaded and validated by the real binary (target/release/inlet,
-#                                     or INLET_BIN), which is never built here
+#   - deploy/kafka/                   acls.sh (DRY_RUN=1) and strimzi-kafkausers.yaml grant the
+#                                     same ACLs, and each stage its input topics, outputs and group
+#   - every inlet.toml                loaded and validated by the real binary (INLET_BIN, else the
+#                                     newer of target/release/inlet and target/debug/inlet), which
+#                                     is never built here
 #   - Prometheus config and rules     structure; every alert has a runbook entry in
 #                                     docs/operations.md; `promtool check config` (which loads the
 #                                     rules) when promtool is on PATH. The rules' unit tests are
@@ -157,10 +160,10 @@ check "shellcheck scripts/validate-deploy.sh" "$bin/shellcheck" scripts/validate
 # --- cross-references and the real binary ------------------------------------------------------
 inlet_bin=${INLET_BIN:-}
 if [[ -z $inlet_bin ]]; then
+  # The newer of the two: a stale release build would lack a subcommand the manifests use.
   for candidate in target/release/inlet target/debug/inlet; do
-    if [[ -x $candidate ]]; then
+    if [[ -x $candidate && ( -z $inlet_bin || $candidate -nt $inlet_bin ) ]]; then
       inlet_bin=$candidate
-      break
     fi
   done
 fi
@@ -177,6 +180,7 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -234,6 +238,15 @@ UniqueKeyLoader.add_constructor(
 def load_yaml(path):
     with open(path, encoding="utf-8") as f:
         return [d for d in yaml.load_all(f, Loader=UniqueKeyLoader) if d is not None]
+
+
+# inlet's stages, each a Compose service, a Deployment inlet-<stage>, a Prometheus job and a
+# Kafka principal; the consuming ones have a consumer group (`<stage>.group_id`).
+STAGES = ("ingest", "router", "workers", "reporter")
+CONSUMERS = ("router", "workers", "reporter")
+# Who gets the secrets key: ingest seals integrations' access tokens; the router opens them for
+# path-filter lookups and the reporter to post build statuses. Workers see no secret at all.
+SECRETS_KEY_STAGES = ("ingest", "router", "reporter")
 
 
 def port_of(addr):
@@ -413,7 +426,7 @@ def env_default(value):
 
 
 stage_ports = {}
-for name in ("ingest", "router", "workers"):
+for name in STAGES:
     svc = services.get(name)
     if svc is None:
         problems.append(f"service {name} is missing")
@@ -460,6 +473,14 @@ for name in ("ingest", "router", "workers"):
             problems.append(f"{name}: INLET_METRICS_ADDR must bind 0.0.0.0 in a container")
             continue
         health_port = port_of(addr)
+    if name != "ingest":
+        ingest_key = env_of(services.get("ingest", {})).get("INLET_SECRETS_KEY")
+        if name in SECRETS_KEY_STAGES and env.get("INLET_SECRETS_KEY") != ingest_key:
+            problems.append(f"{name}: INLET_SECRETS_KEY is not set to ingest's ({ingest_key})")
+        elif name not in SECRETS_KEY_STAGES and "INLET_SECRETS_KEY" in env:
+            problems.append(f"{name}: INLET_SECRETS_KEY is only for {', '.join(SECRETS_KEY_STAGES)}")
+        if "INLET_ADMIN_KEY" in env:
+            problems.append(f"{name}: INLET_ADMIN_KEY is only for ingest")
     stage_ports[name] = health_port
     test = " ".join(svc.get("healthcheck", {}).get("test", []))
     if f"/dev/tcp/127.0.0.1/{health_port}" not in test or "/readyz" not in test:
@@ -526,7 +547,7 @@ headings = set(re.findall(r"^#{2,4}\s+`?([A-Za-z0-9_]+)`?\s*$", runbook, re.M))
 expected_alerts = {
     "InletIngestErrorRatioHigh", "InletIngestUnauthorizedSpike", "InletIntegrationSilent",
     "InletConsumerLagGrowing", "InletDeadLettersPresent", "InletControlLogBehind",
-    "InletDecisionsBlockedDetached",
+    "InletDecisionsBlockedDetached", "InletTargetDown", "InletReporterRetrying", "InletReporterRefused",
 }
 for alert in sorted(expected_alerts - headings):
     problems.append(f"docs/operations.md has no runbook heading for {alert}")
@@ -556,6 +577,17 @@ for rel, docs in parsed.items():
             problems.append(f"{rel}: not a Prometheus rule file (no groups)")
 for alert in sorted(rule_alerts - headings):
     problems.append(f"alert {alert} (deploy/prometheus) has no runbook entry in docs/operations.md")
+# InletTargetDown is the only alert about a process that exports nothing: it must name every stage.
+for rel, docs in parsed.items():
+    if rel.startswith("deploy/prometheus/") and rel.count("/") == 2:
+        for doc in docs:
+            for group in doc.get("groups", []) if isinstance(doc, dict) else []:
+                for rule in group.get("rules", []):
+                    if rule.get("alert") == "InletTargetDown":
+                        m = re.search(r'job=~"([^"]*)"', rule["expr"])
+                        jobs_down = set(m.group(1).split("|")) if m else set()
+                        for stage in sorted(set(STAGES) - jobs_down):
+                            problems.append(f"{rel}: InletTargetDown does not cover job {stage}")
 report(f"alert rules and runbook: {len(rule_alerts)} alerts in deploy/prometheus/, "
        f"{len(expected_alerts)} expected runbook entries", problems)
 
@@ -709,16 +741,31 @@ for d in deployments:
         expected = {"metrics": port_of(addr)} if addr.startswith("0.0.0.0:") else {}
         if not expected:
             problems.append(f"{name}: INLET_METRICS_ADDR must bind 0.0.0.0")
-        # The router opens integrations' access tokens for path-filter lookups, so it gets the
-        # secrets key too; the admin key stays ingest's, and workers see no secret at all.
+        # The secrets key goes to SECRETS_KEY_STAGES (and must: without it the router cannot
+        # look up changed files nor the reporter post statuses); the admin key stays ingest's.
         only_for = {"INLET_ADMIN_KEY": ("inlet-ingest",),
-                    "INLET_SECRETS_KEY": ("inlet-ingest", "inlet-router")}
+                    "INLET_SECRETS_KEY": tuple(f"inlet-{s}" for s in SECRETS_KEY_STAGES)}
         for key, allowed in only_for.items():
             if key in env and name not in allowed:
-                problems.append(f"{name}: {key} is only for {' and '.join(allowed)}")
+                problems.append(f"{name}: {key} is only for {', '.join(allowed)}")
+            elif key not in env and name in allowed:
+                problems.append(f"{name}: {key} is not set")
     for pname, port in expected.items():
         if ports.get(pname) != port:
             problems.append(f"{name}: container port {pname} is {ports.get(pname)}, inlet listens on {port}")
+
+
+names = {d["metadata"]["name"] for d in deployments}
+if names != {f"inlet-{s}" for s in STAGES}:
+    problems.append(f"Deployments {sorted(names)}, expected one per stage {sorted(f'inlet-{s}' for s in STAGES)}")
+for d in deployments:
+    args = d["spec"]["template"]["spec"]["containers"][0].get("args", [])
+    if d["metadata"]["name"] != f"inlet-{args[0] if args else ''}":
+        problems.append(f"{d['metadata']['name']}: runs `inlet {' '.join(args)}`, not its own stage")
+for stage in CONSUMERS:
+    group = k8s_toml.get(stage, {}).get("group_id")
+    if group not in (None, f"inlet-{stage}"):
+        problems.append(f"inlet.toml: {stage}.group_id {group} is not inlet-{stage} (deploy/kafka grants that)")
 
 
 def pods_for(selector):
@@ -797,7 +844,7 @@ for sm in monitors:
                 problems.append(f"spec.endpoints[{i}].{key} {ep[key]!r} is not a duration")
     selected = {s["metadata"]["name"]: s for s in by_kind.get("Service", [])
                 if labels_match(selector.get("matchLabels"), s["metadata"].get("labels", {}))}
-    if set(selected) != {"inlet-admin", "inlet-router-metrics", "inlet-workers-metrics"}:
+    if set(selected) != {"inlet-admin"} | {f"inlet-{s}-metrics" for s in STAGES if s != "ingest"}:
         problems.append(f"selects Services {sorted(selected)}")
     ep_ports = {ep.get("port") for ep in endpoints}
     for name, s in selected.items():
@@ -812,6 +859,81 @@ for sm in monitors:
     if any(ep.get("path", "/metrics") != "/metrics" for ep in endpoints):
         problems.append("endpoints must scrape /metrics")
 report("ServiceMonitor (CRD, checked structurally): fields, selector, ports, jobLabel", problems)
+
+# --- Kafka ACLs: acls.sh and the Strimzi KafkaUsers grant the same, each stage what it needs ------
+problems = []
+# What each consuming stage's consumer group subscribes to (the stages' *_deps in src/stages.rs).
+INPUTS = {"router": ("webhooks",), "workers": ("triggers",), "reporter": ("runs", "run-updates")}
+
+
+def acls_of_script():
+    out = subprocess.run(
+        ["bash", "deploy/kafka/acls.sh", "add"], capture_output=True, text=True, timeout=30,
+        env={"PATH": os.environ.get("PATH", ""), "DRY_RUN": "1"},
+    )
+    if out.returncode != 0:
+        problems.append(f"DRY_RUN=1 deploy/kafka/acls.sh add failed: {out.stderr.strip()}")
+        return {}
+    grants = {}
+    for line in out.stdout.splitlines():
+        words = shlex.split(line)
+        opts = {}
+        for i, w in enumerate(words):
+            if w in ("--allow-principal", "--topic", "--group", "--operation", "--resource-pattern-type"):
+                opts[w] = words[i + 1]
+            elif w == "--cluster":
+                opts[w] = "kafka-cluster"
+        kind = next(k for k in ("--topic", "--group", "--cluster") if k in opts)
+        pattern = "prefix" if opts.get("--resource-pattern-type") == "prefixed" else "literal"
+        if kind == "--cluster":
+            pattern = "literal"
+        user = opts["--allow-principal"].removeprefix("User:")
+        grants.setdefault(user, set()).add((kind[2:], opts[kind], pattern, opts["--operation"]))
+    return grants
+
+
+def acls_of_strimzi():
+    grants = {}
+    for doc in parsed.get("deploy/kafka/strimzi-kafkausers.yaml", []):
+        if doc.get("kind") != "KafkaUser":
+            continue
+        user = doc["metadata"]["name"]
+        for acl in doc["spec"]["authorization"]["acls"]:
+            r = acl["resource"]
+            name = r.get("name", "kafka-cluster")
+            pattern = r.get("patternType", "literal")
+            for op in acl["operations"]:
+                grants.setdefault(user, set()).add((r["type"], name, pattern, op))
+    return grants
+
+
+script_grants, strimzi_grants = acls_of_script(), acls_of_strimzi()
+for stage in STAGES:
+    user = f"inlet-{stage}"
+    a, b = script_grants.get(user), strimzi_grants.get(user)
+    if a is None:
+        problems.append(f"acls.sh grants {user} nothing")
+    if b is None:
+        problems.append(f"strimzi-kafkausers.yaml has no KafkaUser {user}")
+    if a is None or b is None:
+        continue
+    for grant in sorted(a - b):
+        problems.append(f"{user}: acls.sh grants {grant}, strimzi-kafkausers.yaml does not")
+    for grant in sorted(b - a):
+        problems.append(f"{user}: strimzi-kafkausers.yaml grants {grant}, acls.sh does not")
+    needed = {("topic", "inlet.", "prefix", "Describe"), ("topic", "inlet.control", "literal", "Read"),
+              ("topic", "inlet.control", "literal", "DescribeConfigs"), ("group", "inlet-reader", "literal", "Read")}
+    if stage in INPUTS:
+        needed |= {("topic", f"inlet.{t}", "literal", "Read") for t in INPUTS[stage]}
+        needed |= {("group", f"inlet-{stage}", "literal", "Read"), ("topic", "inlet.dlq", "literal", "Write"),
+                   ("topic", "inlet.deliveries", "literal", "Write")}
+    for grant in sorted(needed - a):
+        problems.append(f"{user}: not granted {grant}")
+    writes_control = ("topic", "inlet.control", "literal", "Write")
+    if stage != "ingest" and (writes_control in a or writes_control in b):
+        problems.append(f"{user}: may write inlet.control (only ingest may)")
+report("deploy/kafka: acls.sh and strimzi-kafkausers.yaml agree; every stage can read its input, "
+       "write its outputs, join its group", problems)
 
 # --- inlet.toml files with the real binary -----------------------------------------------------
 if not INLET_BIN:
