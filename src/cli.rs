@@ -47,6 +47,8 @@ pub enum Command {
     Tail(crate::tail::TailArgs),
     /// Write a run update (what a run scheduler reports) to inlet.run-updates.
     RunUpdate(crate::run_update::RunUpdateArgs),
+    /// Provision an integration's webhooks in Bitbucket through the admin API.
+    Webhooks(crate::webhooks::WebhooksArgs),
 }
 
 /// Flags every stage shares.
@@ -196,7 +198,8 @@ pub fn config(cli: &Cli) -> anyhow::Result<Config> {
         | Command::Replay(_)
         | Command::Send(_)
         | Command::Tail(_)
-        | Command::RunUpdate(_) => {}
+        | Command::RunUpdate(_)
+        | Command::Webhooks(_) => {}
     }
     config.validate()?;
     // The secrets key's format is the control plane's to check; it is checked here, with the rest

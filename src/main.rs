@@ -10,6 +10,7 @@ mod run_update;
 mod send;
 mod stages;
 mod tail;
+mod webhooks;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -61,6 +62,7 @@ async fn main() -> ExitCode {
         Command::Send(args) => send::run(args).await,
         Command::Tail(args) => tail::run(config, args).await,
         Command::RunUpdate(args) => run_update::run(config, args).await,
+        Command::Webhooks(args) => webhooks::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
