@@ -418,3 +418,72 @@ async fn an_unavailable_bitbucket_delays_statuses_not_decisions() {
         "{metrics}"
     );
 }
+
+/// Benchmark, not a test (no timed assertion; run it with
+/// `REPORTER_BENCH_LATENCY_MS=50 cargo nextest run --test reporter --run-ignored only --no-capture`):
+/// how many build statuses per second the reporter posts when decisions arrive faster than it
+/// can, against the fake answering after `REPORTER_BENCH_LATENCY_MS` (default 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark"]
+async fn reporter_throughput() {
+    let latency: u64 = std::env::var("REPORTER_BENCH_LATENCY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let count: usize = std::env::var("REPORTER_BENCH_DECISIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3000);
+    let env = setup().await;
+    env.fake.set_delay(Duration::from_millis(latency));
+    let decisions: Vec<(String, Vec<u8>)> = (0..count)
+        .map(|n| {
+            let stack = ["prod", "staging"][n % 2];
+            let decision = json!({"schema": "inlet.run/v1", "run_id": format!("run_bench_{n}"),
+                "stack_id": stack, "space_id": "root", "status": "requested", "run_type": "tracked",
+                "commit": {"sha": format!("{n:040x}"), "branch": "main", "repository": "INFRA/network"},
+                "trigger": {"kind": "push", "delivery_id": format!("bench-{n}"), "event_key": "repo:refs_changed"},
+                "decided_at": "2026-12-02T00:00:00Z"});
+            (stack.to_owned(), serde_json::to_vec(&decision).expect("json"))
+        })
+        .collect();
+    let producer: rdkafka::producer::FutureProducer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", &env.dev.ready.kafka_bootstrap_servers)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(count);
+    for (key, payload) in &decisions {
+        // Enqueued now (an `async fn send` would enqueue only when awaited, one at a time).
+        let delivery = producer
+            .send_result(
+                rdkafka::producer::FutureRecord::to("inlet.runs")
+                    .key(key)
+                    .payload(payload),
+            )
+            .map_err(|(err, _)| err)
+            .expect("enqueued");
+        pending.push(delivery);
+    }
+    for delivery in pending {
+        delivery.await.expect("acknowledged").expect("produced");
+    }
+    let produced = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while env.fake.build_statuses().len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count}",
+            env.fake.build_statuses().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "reporter: {count} statuses at {latency} ms Bitbucket latency in {:.2} s ({:.0} statuses/s; decisions produced in {:.2} s)",
+        elapsed.as_secs_f64(),
+        count as f64 / elapsed.as_secs_f64(),
+        produced.as_secs_f64()
+    );
+}
