@@ -264,6 +264,32 @@ async fn decisions_and_updates_become_build_statuses() {
         metrics.contains("inlet_reporter_statuses_total{outcome=\"posted\"} 6"),
         "{metrics}"
     );
+
+    // The integration is deleted: an update for a run of its (now detached) stack is recorded
+    // and skipped, nothing is posted.
+    let key = env.dev.ready.admin_key.clone().expect("admin key");
+    let deleted = admin(&env.dev, &key, "DELETE", "/integrations/bb", Value::Null).await;
+    assert_eq!(deleted.status, 204, "{deleted:?}");
+    let before = env.fake.build_statuses().len();
+    common::produce(
+        &env.dev,
+        "inlet.run-updates",
+        "staging",
+        &run_update(&staging_run, "staging", "canceled"),
+        &[],
+    )
+    .await;
+    deliveries
+        .until(WAIT, |records| {
+            records.iter().any(|m| {
+                serde_json::from_slice::<Value>(rdkafka::Message::payload(m).unwrap_or_default())
+                    .is_ok_and(|v| {
+                        v["stage"] == "reporter" && v["reasons"][0] == "integration_detached"
+                    })
+            })
+        })
+        .await;
+    assert_eq!(env.fake.build_statuses().len(), before);
 }
 
 /// A reporter killed mid-stream (SIGKILL: no drain, no commit) and restarted loses no status and
