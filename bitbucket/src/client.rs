@@ -1,5 +1,6 @@
 //! The Bitbucket Data Center REST client: which files a push or a pull request changed (DESIGN
-//! §5.1), for path filters. Build statuses, webhooks, branches and pull requests come next.
+//! §5.1), for path filters; build statuses (`builds.rs`) and webhooks (`webhooks.rs`) use the
+//! same call machinery. Branches and pull requests (reconciliation, §5.2) come next.
 //!
 //! What enters: a [`Server`] (the instance's base URL, context path included, and the
 //! integration's access token), a [`RepositoryRef`], and the commits or the pull request to ask

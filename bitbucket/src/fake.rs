@@ -12,9 +12,10 @@
 //! The guarantee: it listens on loopback only, answers only what a test configured (an unknown
 //! compare or pull request is a 404 like Bitbucket's), and stops when dropped.
 //!
-//! Served now: `GET …/compare/changes` and `GET …/pull-requests/{id}/changes`. To serve another
-//! endpoint (build statuses, webhooks, branches, pull requests): add a [`Route`] variant and its
-//! match in `Route::parse`, the configured data in `State`, and an arm in `State::answer`.
+//! Served now: `GET …/compare/changes` and `GET …/pull-requests/{id}/changes` here, build statuses
+//! in `fake_builds.rs` and webhooks in `fake_webhooks.rs` (child modules sharing `State`, each
+//! hooked into `State::answer`). To serve another endpoint (branches, pull requests): add its
+//! module the same way, or a [`Route`] variant here.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
