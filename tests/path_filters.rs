@@ -35,29 +35,7 @@ const STACKS: &[(&str, &str, &[&str])] = &[
 ];
 
 async fn setup() -> Env {
-    let fake = FakeBitbucket::start().await;
-    fake.require_token(TOKEN);
-    let dev = Inlet::start(
-        &[
-            "dev",
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ],
-        &[("INLET_BITBUCKET_ALLOW_HTTP", "true")],
-    );
-    let key = dev.ready.admin_key.clone().expect("admin key");
-    let created = admin(
-        &dev,
-        &key,
-        "POST",
-        "/integrations",
-        json!({"name": "bb", "is_default": true, "api_host_url": fake.base_url(),
-               "username": "inlet", "access_token": TOKEN}),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{created:?}");
+    let (fake, dev, key) = common::dev_on_fake(TOKEN).await;
     for (id, root, globs) in STACKS {
         let stack = admin(
             &dev,

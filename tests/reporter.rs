@@ -24,29 +24,7 @@ struct Env {
 /// `inlet dev` on the fake with stacks `prod` (main), `staging` (staging, so a push to main is a
 /// proposed run) and `frozen` (main, disabled: blocked).
 async fn setup() -> Env {
-    let fake = FakeBitbucket::start().await;
-    fake.require_token(TOKEN);
-    let dev = Inlet::start(
-        &[
-            "dev",
-            "--webhook-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ],
-        &[("INLET_BITBUCKET_ALLOW_HTTP", "true")],
-    );
-    let key = dev.ready.admin_key.clone().expect("admin key");
-    let created = admin(
-        &dev,
-        &key,
-        "POST",
-        "/integrations",
-        json!({"name": "bb", "is_default": true, "api_host_url": fake.base_url(),
-               "username": "inlet", "access_token": TOKEN}),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{created:?}");
+    let (fake, dev, key) = common::dev_on_fake(TOKEN).await;
     for (id, branch, disabled) in [
         ("prod", "main", false),
         ("staging", "staging", false),

@@ -476,3 +476,32 @@ pub async fn produce(
         .await
         .expect("produce");
 }
+
+/// The fake Bitbucket requiring `token`, `inlet dev` allowed to call it (plain http), and the
+/// default integration `bb` on it with that token: (the fake, the process, the admin key).
+pub async fn dev_on_fake(token: &str) -> (inlet_bitbucket::fake::FakeBitbucket, Inlet, String) {
+    let fake = inlet_bitbucket::fake::FakeBitbucket::start().await;
+    fake.require_token(token);
+    let dev = Inlet::start(
+        &[
+            "dev",
+            "--webhook-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ],
+        &[("INLET_BITBUCKET_ALLOW_HTTP", "true")],
+    );
+    let key = dev.ready.admin_key.clone().expect("admin key");
+    let created = admin(
+        &dev,
+        &key,
+        "POST",
+        "/integrations",
+        serde_json::json!({"name": "bb", "is_default": true, "api_host_url": fake.base_url(),
+                           "username": "inlet", "access_token": token}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    (fake, dev, key)
+}
