@@ -419,6 +419,41 @@ impl Drop for EmbeddedBroker {
     }
 }
 
+/// Reads `reader` (already assigned) until every partition of `ends` reached its end offset
+/// (exclusive) or `deadline` passed, calling `each` with every record below its partition's end;
+/// read errors are logged and retried. True when every partition was read to its end. For
+/// startup read-backs (the router's duplicate window, the reporter's runs).
+pub async fn read_until(
+    reader: &rdkafka::consumer::StreamConsumer,
+    mut ends: std::collections::HashMap<i32, i64>,
+    deadline: tokio::time::Instant,
+    mut each: impl FnMut(&rdkafka::message::BorrowedMessage<'_>),
+) -> bool {
+    use rdkafka::Message;
+    while !ends.is_empty() {
+        let message = match tokio::time::timeout_at(deadline, reader.recv()).await {
+            Err(_) => return false,
+            Ok(Err(err)) => {
+                tracing::warn!(error = %err, "reading back a topic failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Ok(Ok(message)) => message,
+        };
+        let partition = message.partition();
+        let Some(&end) = ends.get(&partition) else {
+            continue;
+        };
+        if message.offset() + 1 >= end {
+            ends.remove(&partition);
+        }
+        if message.offset() < end {
+            each(&message);
+        }
+    }
+    true
+}
+
 /// The value of header `name` of `message` as UTF-8, if present.
 pub fn header<'m, M: rdkafka::Message>(message: &'m M, name: &str) -> Option<&'m str> {
     use rdkafka::message::Headers;

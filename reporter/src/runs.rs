@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use inlet_core::kafka::{Kafka, SetupError};
+use inlet_core::kafka::{Kafka, SetupError, read_until};
 use inlet_core::records::{RunDecision, RunType};
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -130,7 +130,7 @@ impl Runs {
         let reader = kafka.reader().await?;
         let per_partition = (RUN_CAPACITY / partitions.max(1)) as i64;
         let topic_name = topic.to_owned();
-        let (reader, mut ends) = tokio::task::spawn_blocking(move || {
+        let (reader, ends) = tokio::task::spawn_blocking(move || {
             let mut assignment = TopicPartitionList::new();
             let mut ends = HashMap::new();
             for partition in 0..partitions as i32 {
@@ -154,26 +154,7 @@ impl Runs {
         .await??;
         let mut read = 0;
         let deadline = tokio::time::Instant::now() + REBUILD_TIMEOUT;
-        while !ends.is_empty() {
-            let message = match tokio::time::timeout_at(deadline, reader.recv()).await {
-                Err(_) => break,
-                Ok(Err(err)) => {
-                    tracing::warn!(error = %err, "reading back decisions failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-                Ok(Ok(message)) => message,
-            };
-            let partition = message.partition();
-            let Some(&end) = ends.get(&partition) else {
-                continue;
-            };
-            if message.offset() + 1 >= end {
-                ends.remove(&partition);
-            }
-            if message.offset() >= end {
-                continue;
-            }
+        let complete = read_until(&reader, ends, deadline, |message| {
             if let Some(decision) = message
                 .payload()
                 .and_then(|p| serde_json::from_slice::<RunDecision>(p).ok())
@@ -181,7 +162,8 @@ impl Runs {
                 self.remember(RunInfo::from(&decision));
                 read += 1;
             }
-        }
-        Ok((read, ends.is_empty()))
+        })
+        .await;
+        Ok((read, complete))
     }
 }

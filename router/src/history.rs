@@ -15,7 +15,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use inlet_core::kafka::{Kafka, SetupError, header};
+use inlet_core::kafka::{Kafka, SetupError, header, read_until};
 use inlet_core::records::headers;
 use rdkafka::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -28,7 +28,7 @@ pub const REBUILD_TIMEOUT: Duration = Duration::from_secs(60);
 type Plan = (
     StreamConsumer,
     TopicPartitionList,
-    std::collections::BTreeMap<i32, i64>,
+    std::collections::HashMap<i32, i64>,
 );
 
 /// Where to read each partition from (the latest `per_partition` records before the committed
@@ -46,7 +46,7 @@ fn plan(
     }
     let committed = member.committed_offsets(wanted, Duration::from_secs(10))?;
     let mut assignment = TopicPartitionList::new();
-    let mut ends = std::collections::BTreeMap::new();
+    let mut ends = std::collections::HashMap::new();
     for element in committed.elements() {
         let Offset::Offset(end) = element.offset() else {
             continue;
@@ -109,7 +109,7 @@ pub async fn rebuild(
     // Each delivery is two keys: a partition's share of the capacity, in records.
     let per_partition = (capacity / 2 / partitions.max(1)).max(1) as i64;
     let topic_name = topic.to_owned();
-    let (reader, assignment, mut ends) = tokio::task::spawn_blocking(move || {
+    let (reader, assignment, ends) = tokio::task::spawn_blocking(move || {
         plan(&member, reader, &topic_name, partitions, per_partition)
     })
     .await??;
@@ -127,35 +127,15 @@ pub async fn rebuild(
     let mut read: Vec<(i64, [String; 2])> = Vec::new();
     let mut records = 0;
     let deadline = tokio::time::Instant::now() + REBUILD_TIMEOUT;
-    while !ends.is_empty() {
-        let message = match tokio::time::timeout_at(deadline, reader.recv()).await {
-            Err(_) => break,
-            Ok(Err(err)) => {
-                tracing::warn!(error = %err, "reading back routed webhooks failed; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-            Ok(Ok(message)) => message,
-        };
-        let partition = message.partition();
-        let Some(&end) = ends.get(&partition) else {
-            continue;
-        };
-        if message.offset() >= end {
-            ends.remove(&partition);
-            continue;
-        }
-        if message.offset() + 1 >= end {
-            ends.remove(&partition);
-        }
+    let complete = read_until(&reader, ends, deadline, |message| {
         records += 1;
         let at = message.timestamp().to_millis().unwrap_or(now_ms);
         let age = Duration::from_millis(now_ms.saturating_sub(at).max(0) as u64);
         let (Some(integration), Some(delivery_id)) = (
-            header(&message, headers::INTEGRATION_NAME),
-            header(&message, headers::DELIVERY_ID),
+            header(message, headers::INTEGRATION_NAME),
+            header(message, headers::DELIVERY_ID),
         ) else {
-            continue;
+            return;
         };
         if age < window {
             read.push((
@@ -167,8 +147,8 @@ pub async fn rebuild(
                 ),
             ));
         }
-    }
-    let complete = ends.is_empty();
+    })
+    .await;
     read.sort_by_key(|(at, _)| *at);
     let keys = read
         .into_iter()
