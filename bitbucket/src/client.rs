@@ -423,6 +423,7 @@ impl Client {
             authorization,
             deadline: Instant::now() + limits.call_timeout,
             requests: 0,
+            retry_failures: true,
         })
     }
 
@@ -647,6 +648,8 @@ pub(crate) struct Call<'a> {
     authorization: HeaderValue,
     deadline: Instant,
     requests: u32,
+    /// Whether 5xx and connection errors are retried (429s always are: Bitbucket did nothing).
+    retry_failures: bool,
 }
 
 /// A page of changes as Bitbucket sends it (`start`, `size` and `limit` are not needed).
@@ -797,6 +800,12 @@ impl Call<'_> {
         }
     }
 
+    /// Retries only 429s from now on: for a write that must not happen twice (creating a webhook:
+    /// a 5xx or a lost connection may come after Bitbucket created it).
+    pub(crate) fn without_failure_retries(&mut self) {
+        self.retry_failures = false;
+    }
+
     pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
         &mut self,
         path: &str,
@@ -826,6 +835,11 @@ impl Call<'_> {
             match self.attempt(&method, &uri, body.as_ref(), attempts).await {
                 Attempt::Answered(body) => return Ok(body),
                 Attempt::Failed(error) => return Err(error),
+                Attempt::Retryable { error, .. }
+                    if !self.retry_failures && !matches!(error, CallError::RateLimited { .. }) =>
+                {
+                    return Err(error);
+                }
                 Attempt::Retryable { error, .. } if attempts > self.inner.limits.max_retries => {
                     return Err(error);
                 }

@@ -361,6 +361,11 @@ impl Client {
         };
         self.observe(endpoint, async {
             let mut call = self.begin(endpoint, server)?;
+            if id.is_none() {
+                // A create retried after a 5xx or a lost answer could make a second webhook; the
+                // next sync finds the first by its URL instead.
+                call.without_failure_retries();
+            }
             let body = spec.body(events);
             let answer = call
                 .request(method, &scope.path(id), &[], Some(&body))

@@ -316,3 +316,34 @@ async fn delete_is_idempotent() {
     );
     assert_eq!(s.calls("webhook_delete", "ok"), 2.0);
 }
+
+/// A create is not retried after a 5xx (Bitbucket may have created the webhook before failing:
+/// a retry could make a second one); a 429, which Bitbucket answers before doing anything, is.
+#[tokio::test]
+async fn creates_are_not_retried_after_a_server_error() {
+    let s = setup().await;
+    s.fake.fail_next(1, 500, None);
+    let failed = s
+        .client
+        .create_webhook(&s.server, &repository(), &spec("secret-1"))
+        .await
+        .expect_err("the 500 is the answer");
+    assert!(
+        matches!(
+            failed,
+            CallError::Status {
+                status: 500,
+                attempts: 1,
+                ..
+            }
+        ),
+        "{failed:?}"
+    );
+    assert_eq!(s.fake.requests().len(), 1);
+    s.fake.fail_next(1, 429, Some(1));
+    s.client
+        .create_webhook(&s.server, &repository(), &spec("secret-1"))
+        .await
+        .expect("created after the 429");
+    assert_eq!(s.fake.webhooks().len(), 1);
+}
