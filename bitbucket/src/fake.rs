@@ -134,8 +134,11 @@ impl FakeChange {
 #[path = "fake_builds.rs"]
 mod builds;
 pub use builds::PostedBuildStatus;
+#[path = "fake_refs.rs"]
+mod refs;
 #[path = "fake_webhooks.rs"]
 mod webhooks;
+pub use refs::FakePullRequest;
 pub use webhooks::{FakeWebhook, WebhookWrite};
 
 /// What tests configured, and what the fake saw.
@@ -143,6 +146,8 @@ pub use webhooks::{FakeWebhook, WebhookWrite};
 struct State {
     /// Build statuses (`fake_builds.rs`).
     builds: builds::Builds,
+    /// Branches and pull requests (`fake_refs.rs`).
+    refs: refs::Refs,
     /// Webhooks (`fake_webhooks.rs`).
     webhooks: webhooks::Webhooks,
     /// (`PROJ/slug`, from, to) → changes.
@@ -462,6 +467,9 @@ impl State {
                 &format!("No REST resource at {}.", request.full_path),
                 None,
             );
+        }
+        if let Some(answer) = refs::answer(self, method, request) {
+            return answer;
         }
         if let Some(answer) = builds::answer(self, method, request) {
             return answer;

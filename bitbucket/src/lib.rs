@@ -22,6 +22,7 @@ pub mod builds;
 pub mod client;
 pub mod fake;
 pub mod payload;
+pub mod refs;
 pub mod signature;
 pub mod webhooks;
 

@@ -152,6 +152,10 @@ pub enum BitbucketEndpoint {
     WebhookUpdate,
     /// `DELETE …/webhooks/{id}`: delete a webhook.
     WebhookDelete,
+    /// `GET …/commits?until=refs/heads/{branch}&limit=1`: a branch's head (reconciliation).
+    BranchHead,
+    /// `GET …/pull-requests?state=OPEN&at=…`: open pull requests into a branch (reconciliation).
+    OpenPullRequests,
 }
 
 impl BitbucketEndpoint {
@@ -165,6 +169,8 @@ impl BitbucketEndpoint {
         BitbucketEndpoint::WebhookCreate,
         BitbucketEndpoint::WebhookUpdate,
         BitbucketEndpoint::WebhookDelete,
+        BitbucketEndpoint::BranchHead,
+        BitbucketEndpoint::OpenPullRequests,
     ];
 
     /// The label value.
@@ -176,6 +182,8 @@ impl BitbucketEndpoint {
             BitbucketEndpoint::WebhookCreate => "webhook_create",
             BitbucketEndpoint::WebhookUpdate => "webhook_update",
             BitbucketEndpoint::WebhookDelete => "webhook_delete",
+            BitbucketEndpoint::BranchHead => "branch_head",
+            BitbucketEndpoint::OpenPullRequests => "open_pull_requests",
             BitbucketEndpoint::PostBuildStatus => "post_build_status",
             BitbucketEndpoint::GetBuildStatus => "get_build_status",
         }
