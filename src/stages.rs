@@ -504,6 +504,25 @@ async fn reporter_deps(
     connected: &Connected,
     secrets_key: Option<SecretsKey>,
 ) -> anyhow::Result<inlet_reporter::Deps> {
+    // A stack's decisions and updates must reach the same reporter (the consumer group assigns
+    // the same partition numbers of both topics to one member): equal partition counts.
+    let (runs, updates) = (
+        connected
+            .kafka
+            .partition_count(&connected.topics.runs())
+            .await?,
+        connected
+            .kafka
+            .partition_count(&connected.topics.run_updates())
+            .await?,
+    );
+    if runs != updates && runs > 0 && updates > 0 {
+        bail!(
+            "{} has {runs} partitions and {} has {updates}: the reporter needs the same count on              both, so that a stack's decisions and run updates reach the same process",
+            connected.topics.runs(),
+            connected.topics.run_updates()
+        );
+    }
     let group = &config.reporter.group_id;
     let consumer = connected
         .kafka
