@@ -107,6 +107,7 @@ mod tests {
                 ("inlet.triggers", 12),
                 ("inlet.runs", 12),
                 ("inlet.deliveries", 6),
+                ("inlet.run-updates", 12),
                 ("inlet.dlq", 1),
             ]
         );
