@@ -148,6 +148,7 @@ async fn decisions_and_updates_become_build_statuses() {
     assert_eq!(prod.body["buildNumber"], prod_run.as_str());
 
     for (run, stack, state) in [
+        (&prod_run, "prod", "queued"),
         (&prod_run, "prod", "running"),
         (&prod_run, "prod", "succeeded"),
         // A replayed update, and one for a run nobody decided.
@@ -223,7 +224,12 @@ async fn decisions_and_updates_become_build_statuses() {
         .collect();
     assert_eq!(
         prod_posts,
-        vec!["run requested", "running in 1m", "succeeded in 1m"],
+        vec![
+            "run requested",
+            "queued in 1m",
+            "running in 1m",
+            "succeeded in 1m"
+        ],
         "{posts:#?}"
     );
     let reporter_events: Vec<Value> = deliveries
@@ -239,7 +245,7 @@ async fn decisions_and_updates_become_build_statuses() {
     );
     let metrics = common::metrics(&env.dev).await;
     assert!(
-        metrics.contains("inlet_reporter_statuses_total{outcome=\"posted\"} 6"),
+        metrics.contains("inlet_reporter_statuses_total{outcome=\"posted\"} 7"),
         "{metrics}"
     );
 
