@@ -113,6 +113,10 @@ pub struct TriggerSource {
     /// Who caused it (Bitbucket user name or API key id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actor: Option<String>,
+    /// True when inlet found the change by reconciliation (DESIGN §5.2) rather than from a
+    /// delivered webhook; absent otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recovered: bool,
 }
 
 /// A request to consider a run of one stack, emitted by the router (or the admin API for manual
@@ -193,6 +197,7 @@ impl StackTrigger {
                 event_key: delivery.event_key.clone(),
                 pull_request_id: cause.pull_request_id,
                 actor: cause.actor,
+                recovered: false,
             },
             received_at: delivery.received_at.clone(),
             control_offset: delivery.control_offset,
@@ -626,6 +631,7 @@ mod tests {
                 event_key: "repo:refs_changed".to_owned(),
                 pull_request_id: None,
                 actor: Some("alice".to_owned()),
+                recovered: false,
             },
             blocked_reason: None,
             decided_at: "2026-01-01T00:00:00Z".to_owned(),

@@ -101,6 +101,7 @@ mod tests {
                 event_key: "repo:refs_changed".to_owned(),
                 pull_request_id: None,
                 actor: None,
+                recovered: false,
             },
             received_at: "2026-01-01T00:00:00Z".to_owned(),
             control_offset: 0,
