@@ -183,11 +183,7 @@ enum Route {
 impl Route {
     /// `/rest/api/latest/projects/{key}/repos/{slug}/…` → the endpoint, if the fake serves it.
     fn parse(path: &str) -> Option<Route> {
-        let segments: Vec<String> = path
-            .strip_prefix('/')?
-            .split('/')
-            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-            .collect();
+        let segments = decoded_segments(path)?;
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         let [
             "rest",
@@ -563,17 +559,7 @@ impl State {
             .collect();
         let is_last_page =
             !self.never_last_page && !cut && start.saturating_add(values.len()) >= changes.len();
-        let mut page = json!({
-            "size": values.len(),
-            "limit": limit,
-            "isLastPage": is_last_page,
-            "start": start,
-            "values": values,
-        });
-        if !is_last_page {
-            page["nextPageStart"] = json!(start + limit);
-        }
-        page
+        paged(values, start, limit, is_last_page)
     }
 }
 
@@ -638,6 +624,31 @@ fn path_json(path: &str) -> Value {
 fn content_id(path: &str) -> String {
     let digest = Sha256::digest(path.as_bytes());
     hex::encode(digest)[..40].to_owned()
+}
+
+/// The segments of a request path, percent-decoded; `None` unless it starts with `/`.
+fn decoded_segments(path: &str) -> Option<Vec<String>> {
+    Some(
+        path.strip_prefix('/')?
+            .split('/')
+            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+            .collect(),
+    )
+}
+
+/// Bitbucket's paged envelope: `values` from `start`, with `nextPageStart` unless it is the last.
+fn paged(values: Vec<Value>, start: usize, limit: usize, is_last_page: bool) -> Value {
+    let mut page = json!({
+        "size": values.len(),
+        "limit": limit,
+        "isLastPage": is_last_page,
+        "start": start,
+        "values": values,
+    });
+    if !is_last_page {
+        page["nextPageStart"] = json!(start + limit);
+    }
+    page
 }
 
 fn ok(value: Value) -> Response<Full<Bytes>> {

@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use super::{FakeBitbucket, RecordedRequest, State, errors, lock, ok};
@@ -70,11 +69,7 @@ enum BuildRoute {
 }
 
 fn parse(path: &str) -> Option<BuildRoute> {
-    let segments: Vec<String> = path
-        .strip_prefix('/')?
-        .split('/')
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
+    let segments = super::decoded_segments(path)?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match &segments[..] {
         [

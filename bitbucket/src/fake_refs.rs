@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use super::{DEFAULT_LIMIT, FakeBitbucket, RecordedRequest, State, errors, lock, number_param, ok};
@@ -62,11 +61,7 @@ impl FakeBitbucket {
 }
 
 fn repository_of(path: &str) -> Option<(String, String)> {
-    let segments: Vec<String> = path
-        .strip_prefix('/')?
-        .split('/')
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
+    let segments = super::decoded_segments(path)?;
     match &segments.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         [
             "rest",
@@ -138,12 +133,7 @@ pub(super) fn answer(
             .map(|p| rest(p))
             .collect();
         let last = start + page.len() >= open.len();
-        let mut body = json!({"size": page.len(), "limit": limit, "isLastPage": last,
-            "start": start, "values": page});
-        if !last {
-            body["nextPageStart"] = json!(start + limit);
-        }
-        ok(body)
+        ok(super::paged(page, start, limit, last))
     })
 }
 

@@ -17,7 +17,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
-use percent_encoding::percent_decode_str;
 use serde_json::{Value, json};
 
 use super::{FakeBitbucket, RecordedRequest, State, errors, lock, ok};
@@ -131,11 +130,7 @@ struct WebhookRoute {
 }
 
 fn parse(path: &str) -> Option<WebhookRoute> {
-    let segments: Vec<String> = path
-        .strip_prefix('/')?
-        .split('/')
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
+    let segments = super::decoded_segments(path)?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     let ["rest", "api", "latest", "projects", key, rest @ ..] = &segments[..] else {
         return None;
@@ -223,17 +218,7 @@ impl Webhooks {
             .map(|hook| hook.json())
             .collect();
         let is_last_page = start.saturating_add(values.len()) >= all.len();
-        let mut page = json!({
-            "size": values.len(),
-            "limit": limit,
-            "isLastPage": is_last_page,
-            "start": start,
-            "values": values,
-        });
-        if !is_last_page {
-            page["nextPageStart"] = json!(start + limit);
-        }
-        ok(page)
+        ok(super::paged(values, start, limit, is_last_page))
     }
 
     fn create(&mut self, route: &WebhookRoute, body: &Value) -> Response<Full<Bytes>> {
