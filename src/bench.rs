@@ -192,12 +192,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     };
 
     // Changed-files lookups only: the reporter's build-status posts go to the same fake.
-    let bitbucket_calls = fake.as_ref().map(|f| {
-        f.requests()
-            .iter()
-            .filter(|r| !r.path.contains("/builds") && !r.path.contains("/build-status/"))
-            .count() as u64
-    });
+    let bitbucket_calls = fake.as_ref().map(|f| f.change_lookups().len() as u64);
     let report = Report {
         bitbucket_latency_ms: args.bitbucket_latency_ms,
         bitbucket_calls,

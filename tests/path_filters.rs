@@ -73,16 +73,6 @@ fn push(from: &str, to: &str) -> Vec<u8> {
 }
 
 impl Env {
-    /// The changed-files lookups the fake received (the reporter's build-status posts, which
-    /// follow every decision, left out).
-    fn lookups(&self) -> Vec<inlet_bitbucket::fake::RecordedRequest> {
-        self.fake
-            .requests()
-            .into_iter()
-            .filter(|r| !r.path.contains("/builds") && !r.path.contains("/build-status/"))
-            .collect()
-    }
-
     async fn send(&self, event_key: &str, delivery: &str, body: &[u8]) {
         let answer = webhook(
             &self.dev.webhook_url("bb"),
@@ -168,7 +158,7 @@ async fn change_under_one_root_runs_that_stack_only() {
         reasons.contains(&"no_affected_files: globbed".to_owned()),
         "{reasons:?}"
     );
-    let requests = env.lookups();
+    let requests = env.fake.change_lookups();
     assert_eq!(requests.len(), 1, "{requests:#?}");
     let request = &requests[0];
     assert_eq!(
@@ -234,7 +224,8 @@ async fn pages_are_followed() {
     env.send("repo:refs_changed", "pg-1", &push(FROM, TO)).await;
     assert_eq!(env.triggered("pg-1").await.0, set(&["app2", "whole"]));
     let starts: Vec<Option<String>> = env
-        .lookups()
+        .fake
+        .change_lookups()
         .iter()
         .map(|r| r.query_param("start"))
         .collect();
@@ -256,7 +247,7 @@ async fn rate_limit_waits_retry_after() {
     );
     env.send("repo:refs_changed", "r-1", &push(FROM, TO)).await;
     assert_eq!(env.triggered("r-1").await.0, set(&["app", "whole"]));
-    assert_eq!(env.lookups().len(), 2);
+    assert_eq!(env.fake.change_lookups().len(), 2);
     let text = common::metrics(&env.dev).await;
     let waited = text
         .lines()
@@ -300,7 +291,7 @@ async fn pull_request_changes_and_truncation() {
     );
     env.send("pr:opened", "pr-1", &pr).await;
     assert_eq!(env.triggered("pr-1").await.0, set(&["app", "whole"]));
-    let request = env.lookups().pop().expect("request");
+    let request = env.fake.change_lookups().pop().expect("request");
     assert!(
         request
             .full_path
@@ -336,7 +327,7 @@ async fn new_branch_compares_against_the_default_branch() {
         .set_compare(REPO, TO, None, vec![FakeChange::add("infra/app/main.tf")]);
     env.send("repo:refs_changed", "n-1", &push(ZERO, TO)).await;
     assert_eq!(env.triggered("n-1").await.0, set(&["app", "whole"]));
-    let request = env.lookups().pop().expect("request");
+    let request = env.fake.change_lookups().pop().expect("request");
     assert_eq!(request.query_param("from").as_deref(), Some(TO));
     assert_eq!(request.query_param("to"), None);
 }

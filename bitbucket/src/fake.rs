@@ -319,6 +319,16 @@ impl FakeBitbucket {
         self.state().requests.clone()
     }
 
+    /// The changed-files requests (compare and pull-request changes) among [`Self::requests`]:
+    /// what path filters asked, without the build statuses, webhooks and refs other stages
+    /// call the same fake for.
+    pub fn change_lookups(&self) -> Vec<RecordedRequest> {
+        self.requests()
+            .into_iter()
+            .filter(|r| Route::parse(&r.path).is_some())
+            .collect()
+    }
+
     /// Forgets the recorded requests.
     pub fn clear_requests(&self) {
         self.state().requests.clear();
