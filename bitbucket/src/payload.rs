@@ -45,6 +45,19 @@ pub mod events {
         PR_MERGED,
         PR_COMMENT_ADDED,
     ];
+
+    /// The eight events a webhook inlet provisions fires on (DESIGN §4.2): pushes, and the
+    /// pull-request events that request or re-evaluate runs.
+    pub const SUBSCRIBED: [&str; 8] = [
+        REFS_CHANGED,
+        PR_OPENED,
+        PR_FROM_REF_UPDATED,
+        PR_MODIFIED,
+        PR_APPROVED,
+        PR_UNAPPROVED,
+        PR_MERGED,
+        PR_COMMENT_ADDED,
+    ];
 }
 
 /// Why a body could not be read as a Bitbucket event.

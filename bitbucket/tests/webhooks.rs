@@ -16,17 +16,7 @@ use inlet_core::secret::Secret;
 const TOKEN: &str = "test-access-token";
 const URL: &str = "https://inlet.example.com/webhooks/bitbucket-datacenter/bb";
 
-/// The eight events inlet asks for.
-const EIGHT: [&str; 8] = [
-    events::REFS_CHANGED,
-    events::PR_OPENED,
-    events::PR_FROM_REF_UPDATED,
-    events::PR_MODIFIED,
-    events::PR_APPROVED,
-    events::PR_UNAPPROVED,
-    events::PR_MERGED,
-    events::PR_COMMENT_ADDED,
-];
+const EIGHT: [&str; 8] = events::SUBSCRIBED;
 
 struct Setup {
     fake: FakeBitbucket,

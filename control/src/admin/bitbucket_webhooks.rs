@@ -31,19 +31,6 @@ use crate::commands::ControlCommand;
 use crate::domain::{Integration, ManagedWebhook};
 use crate::fold::{validate_project_key, validate_repository_slug};
 
-/// The eight events a managed webhook fires on (DESIGN §4.2): pushes, and the pull-request
-/// events that request or re-evaluate runs.
-pub const WEBHOOK_EVENTS: [&str; 8] = [
-    events::REFS_CHANGED,
-    events::PR_OPENED,
-    events::PR_FROM_REF_UPDATED,
-    events::PR_MODIFIED,
-    events::PR_APPROVED,
-    events::PR_UNAPPROVED,
-    events::PR_MERGED,
-    events::PR_COMMENT_ADDED,
-];
-
 /// How Bitbucket is called for one integration: where, with which token, and what to write.
 struct Target {
     server: Server,
@@ -110,7 +97,7 @@ impl Admin {
                 name: format!("inlet ({})", integration.name),
                 url: details.webhook_url,
                 secret: Secret::new(details.webhook_secret),
-                events: WEBHOOK_EVENTS.map(str::to_owned).to_vec(),
+                events: events::SUBSCRIBED.map(str::to_owned).to_vec(),
             },
         })
     }
