@@ -89,7 +89,7 @@ pub async fn run(
     }
     let topics = deps.stage.pipeline.topics.clone();
     let runs = Arc::new(Runs::default());
-    let mut started_at = HashMap::new();
+    let mut started_at: HashMap<String, HashMap<i32, i64>> = HashMap::new();
     if let Some(kafka) = &deps.kafka {
         match runs.rebuild(kafka, &topics.runs()).await {
             Ok((read, complete)) => tracing::info!(read, complete, "recent decisions read back"),
@@ -98,9 +98,7 @@ pub async fn run(
         for topic in [topics.runs(), topics.run_updates()] {
             match ends(kafka, &topic).await {
                 Ok(partitions) => {
-                    for (partition, end) in partitions {
-                        started_at.insert((topic.clone(), partition), end);
-                    }
+                    started_at.insert(topic.clone(), partitions.into_iter().collect());
                 }
                 Err(err) => tracing::warn!(error = %err, %topic, "could not read partition ends"),
             }
@@ -151,14 +149,16 @@ struct Reporter {
     updates_topic: String,
     deliveries_topic: String,
     status_url: Option<String>,
-    /// (topic, partition) → its end when this process started: records below it may have been
+    /// topic → partition → its end when this process started: records below it may have been
     /// reported by a predecessor.
-    started_at: HashMap<(String, i32), i64>,
+    started_at: HashMap<String, HashMap<i32, i64>>,
 }
 
 /// One step to show.
 struct Request {
     run: RunInfo,
+    /// The lock on what was posted for the run.
+    progress: Arc<tokio::sync::Mutex<runs::Progress>>,
     step: Step,
     url: Option<String>,
     description: String,
@@ -192,7 +192,8 @@ impl Handler for Reporter {
         let started = Instant::now();
         let uncertain = self
             .started_at
-            .get(&(message.topic().to_owned(), message.partition()))
+            .get(message.topic())
+            .and_then(|ends| ends.get(&message.partition()))
             .is_some_and(|end| message.offset() < *end);
         let request = match self.request(message, uncertain)? {
             Ok(request) => request,
@@ -249,7 +250,7 @@ impl Reporter {
             let decision: RunDecision = serde_json::from_slice(payload)
                 .map_err(|e| poison("run decision", e.to_string()))?;
             let run = RunInfo::from(&decision);
-            self.runs.remember(run.clone());
+            let progress = self.runs.remember(run.clone());
             let (step, description) = match (&decision.status, &decision.blocked_reason) {
                 (RunStatus::Requested, _) => (Step::Requested, "run requested".to_owned()),
                 (RunStatus::Blocked, Some(reason)) => (Step::Blocked, reason.message.clone()),
@@ -257,6 +258,7 @@ impl Reporter {
             };
             return Ok(Ok(Request {
                 run,
+                progress,
                 step,
                 url: None,
                 description,
@@ -274,7 +276,7 @@ impl Reporter {
                 format!("schema `{}`, not `{RUN_UPDATE_SCHEMA}`", update.schema),
             ));
         }
-        let Some((run, _)) = self.runs.get(&update.run_id) else {
+        let Some((run, progress)) = self.runs.get(&update.run_id) else {
             let mut event = DeliveryEvent::new(
                 &format!("run:{}", update.run_id),
                 "",
@@ -293,6 +295,7 @@ impl Reporter {
         let step = Step::Update(update.state);
         Ok(Ok(Request {
             run,
+            progress,
             step,
             url: update.url,
             description: update
@@ -305,14 +308,8 @@ impl Reporter {
     /// Posts the step unless it was already shown or cannot be; the stack's integration name
     /// (for the delivery log) and what became of it.
     async fn report(&self, request: &Request) -> (String, Outcome) {
-        let Some((_, progress)) = self.runs.get(&request.run.run_id) else {
-            return (
-                String::new(),
-                Outcome::not_reported("unknown_run", "unknown_run"),
-            );
-        };
         // One step of a run at a time, so a run never goes backwards on the commit.
-        let mut progress = progress.lock().await;
+        let mut progress = request.progress.lock().await;
         let step = request.step;
         if progress.posted.contains(step.as_str()) {
             return (

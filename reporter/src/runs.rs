@@ -79,25 +79,27 @@ pub struct Runs {
 }
 
 impl Runs {
-    /// Remembers `info` (a run already known keeps its progress).
-    pub fn remember(&self, info: RunInfo) {
+    /// Remembers `info` (a run already known keeps its progress); the lock on its progress.
+    pub fn remember(&self, info: RunInfo) -> Arc<tokio::sync::Mutex<Progress>> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if inner.by_id.contains_key(&info.run_id) {
-            return;
+        if let Some(known) = inner.by_id.get(&info.run_id) {
+            return known.progress.clone();
         }
         while inner.order.len() >= RUN_CAPACITY {
             if let Some(old) = inner.order.pop_front() {
                 inner.by_id.remove(&old);
             }
         }
+        let progress: Arc<tokio::sync::Mutex<Progress>> = Arc::default();
         inner.order.push_back(info.run_id.clone());
         inner.by_id.insert(
             info.run_id.clone(),
             Entry {
                 info,
-                progress: Arc::default(),
+                progress: progress.clone(),
             },
         );
+        progress
     }
 
     /// The run `run_id` and the lock on its progress: one step of a run is posted at a time.
