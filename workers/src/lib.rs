@@ -127,7 +127,8 @@ impl Worker {
             .wait_for(trigger.control_offset, CONTROL_WAIT)
             .await;
         let mut record = delivery_event(trigger);
-        {
+        // One read of the registry: the incarnations stamped are those the decision saw.
+        let decided = {
             let registry = self.control.read();
             record.integration_id = registry
                 .integration(&trigger.integration)
@@ -136,8 +137,9 @@ impl Worker {
                 .stack(&trigger.stack_id)
                 .map(|s| s.incarnation.clone())
                 .filter(|incarnation| !incarnation.is_empty());
-        }
-        let decision = match decide(&self.control.read(), trigger) {
+            decide(&registry, trigger)
+        };
+        let decision = match decided {
             Ok(decision) => decision,
             Err(NoDecision::StackDeleted) => {
                 deciding.no_decision = Some(NoDecision::StackDeleted);
