@@ -137,12 +137,12 @@ impl Client {
         self.observe(endpoint, async {
             let mut call = self.begin(endpoint, server)?;
             let path = repository_path(repository, &["commits", sha, "builds"]);
-            match call
-                .request(Method::POST, &path, &[], Some(&status.body(false)))
-                .await
-            {
-                Ok(_) => Ok(Posted::Repository),
-                Err(CallError::Status { status: 404, .. }) => {
+            let posted = call
+                .request_if_present(Method::POST, &path, &[], Some(&status.body(false)))
+                .await?;
+            match posted {
+                Some(_) => Ok(Posted::Repository),
+                None => {
                     tracing::info!(
                         "Bitbucket has no repository build-status resource (before 7.14); \
                          posting on the legacy one"
@@ -152,7 +152,6 @@ impl Client {
                         .await
                         .map(|_| Posted::Legacy)
                 }
-                Err(err) => Err(err),
             }
         })
         .instrument(span)
@@ -173,14 +172,10 @@ impl Client {
         self.observe(endpoint, async {
             let mut call = self.begin(endpoint, server)?;
             let path = repository_path(repository, &["commits", sha, "builds"]);
-            match call
-                .request(Method::GET, &path, &[("key", key.to_owned())], None)
-                .await
-            {
-                Ok(body) => decode(&body).map(Some),
-                Err(CallError::Status { status: 404, .. }) => Ok(None),
-                Err(err) => Err(err),
-            }
+            call.request_if_present(Method::GET, &path, &[("key", key.to_owned())], None)
+                .await?
+                .map(|body| decode(&body))
+                .transpose()
         })
         .instrument(span)
         .await

@@ -800,6 +800,22 @@ impl Call<'_> {
         }
     }
 
+    /// Like [`Call::request`], with a 404 read as "not there" (`None`): a branch, a status or a
+    /// webhook that does not exist, or a resource the server does not have.
+    pub(crate) async fn request_if_present(
+        &mut self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<Option<Bytes>, CallError> {
+        match self.request(method, path, query, body).await {
+            Ok(answer) => Ok(Some(answer)),
+            Err(CallError::Status { status: 404, .. }) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
     /// Retries only 429s from now on: for a write that must not happen twice (creating a webhook:
     /// a 5xx or a lost connection may come after Bitbucket created it).
     pub(crate) fn without_failure_retries(&mut self) {

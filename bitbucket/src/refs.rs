@@ -89,13 +89,15 @@ impl Client {
                 ("limit", "1".to_owned()),
             ];
             let path = repository_path(repository, &["commits"]);
-            match call.request(Method::GET, &path, &query, None).await {
-                Ok(body) => {
+            match call
+                .request_if_present(Method::GET, &path, &query, None)
+                .await?
+            {
+                Some(body) => {
                     let page: Page<RestCommit> = decode(&body)?;
                     Ok(page.values.into_iter().next().map(|c| c.id))
                 }
-                Err(CallError::Status { status: 404, .. }) => Ok(None),
-                Err(err) => Err(err),
+                None => Ok(None),
             }
         })
         .instrument(span)

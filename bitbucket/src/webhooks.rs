@@ -283,14 +283,10 @@ impl Client {
         let endpoint = BitbucketEndpoint::WebhookDelete;
         self.observe(endpoint, async {
             let mut call = self.begin(endpoint, server)?;
-            match call
-                .request(Method::DELETE, &scope.path(Some(id)), &[], None)
-                .await
-            {
-                Ok(_) => Ok(true),
-                Err(CallError::Status { status: 404, .. }) => Ok(false),
-                Err(err) => Err(err),
-            }
+            let deleted = call
+                .request_if_present(Method::DELETE, &scope.path(Some(id)), &[], None)
+                .await?;
+            Ok(deleted.is_some())
         })
         .instrument(scope.span(endpoint))
         .await
