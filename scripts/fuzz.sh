@@ -30,27 +30,8 @@ fi
 read -ra targets <<<"${FUZZ_TARGETS:-signature_header bitbucket_payload control_fold admin_bodies}"
 cargo_fuzz_version=0.13.2
 
-# The workspace's C libraries (librdkafka's build), as scripts/test.sh lists them, and a C++
-# compiler for libFuzzer itself.
-needed=(build-essential)
-if packages=$(sed -n 's/^needed=(\(.*\))$/\1/p' scripts/test.sh) && [[ -n $packages ]]; then
-  read -ra listed <<<"$packages"
-  needed+=("${listed[@]}")
-fi
-missing=()
-for package in "${needed[@]}"; do
-  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if ((${#missing[@]})); then
-  if [[ $(id -u) -eq 0 ]]; then
-    echo "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" </dev/null
-  else
-    echo "missing packages: ${missing[*]} (run as root, or install them with apt-get)" >&2
-    exit 1
-  fi
-fi
+# The workspace's C libraries (librdkafka's build) and a C++ compiler for libFuzzer itself.
+scripts/debian-packages.sh
 
 if [[ $(cargo fuzz --version 2>/dev/null) != "cargo-fuzz $cargo_fuzz_version" ]]; then
   echo "installing cargo-fuzz $cargo_fuzz_version"

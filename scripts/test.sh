@@ -7,23 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# librdkafka is built from its bundled source: it needs a C toolchain, make and pkg-config;
-# the API fuzzer (scripts/api-fuzz.sh) installs schemathesis in a temporary Python venv.
-needed=(build-essential pkg-config zlib1g-dev libssl-dev libsasl2-dev libzstd-dev python3-venv)
-missing=()
-for package in "${needed[@]}"; do
-  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
-done
-if ((${#missing[@]})); then
-  if [[ $(id -u) -eq 0 ]]; then
-    echo "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-  else
-    echo "missing packages: ${missing[*]} (run as root, or install them with apt-get)" >&2
-    exit 1
-  fi
-fi
+scripts/debian-packages.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
