@@ -282,37 +282,9 @@ async fn decisions_and_updates_become_build_statuses() {
 async fn a_killed_reporter_loses_no_status_and_repeats_none() {
     let fake = FakeBitbucket::start().await;
     fake.require_token(TOKEN);
-    let broker = Inlet::start(&["dev", "--only-broker"], &[]);
-    let config = tempfile::tempdir().expect("tempdir");
-    let config_path = config.path().join("inlet.toml");
-    std::fs::write(
-        &config_path,
-        "[kafka.librdkafka]\n\"session.timeout.ms\" = \"6000\"\n\"fetch.wait.max.ms\" = \"10\"\n",
-    )
-    .expect("config");
-    let bootstrap = broker.ready.kafka_bootstrap_servers.clone();
-    let config_path = config_path.to_string_lossy().into_owned();
-    let stage = |name: &str| {
-        let mut args = vec![name, "--kafka-bootstrap-servers", bootstrap.as_str()];
-        if name == "ingest" {
-            args.extend([
-                "--webhook-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ]);
-        }
-        Inlet::start(
-            &args,
-            &[
-                ("INLET_ADMIN_KEY", "reporter-admin-key-0123456789"),
-                ("INLET_SECRETS_KEY", common::SECRETS_KEY),
-                ("INLET_CONFIG", &config_path),
-                ("INLET_BITBUCKET_ALLOW_HTTP", "true"),
-            ],
-        )
-    };
-    let key = "reporter-admin-key-0123456789";
+    let cluster = common::Cluster::start(&[("INLET_BITBUCKET_ALLOW_HTTP", "true")]);
+    let stage = |name: &str| cluster.stage(name);
+    let key = cluster.admin_key;
     let ingest = stage("ingest");
     let _router = stage("router");
     let _workers = stage("workers");

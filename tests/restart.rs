@@ -7,48 +7,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{Inlet, TopicReader, admin, webhook};
+use common::{Cluster, Inlet, TopicReader, admin, webhook};
 use inlet_core::records::{RunType, vcs_run_id};
 use serde_json::{Value, json};
-
-const KEY: &str = "restart-admin-key-0123456789";
-
-struct Cluster {
-    bootstrap: String,
-    config: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn config_path(&self) -> String {
-        self.config
-            .path()
-            .join("inlet.toml")
-            .to_string_lossy()
-            .into_owned()
-    }
-
-    /// A stage process against the shared broker; fast group rebalances for the test.
-    fn stage(&self, stage: &str) -> Inlet {
-        let config = self.config_path();
-        let mut args = vec![stage, "--kafka-bootstrap-servers", self.bootstrap.as_str()];
-        if stage == "ingest" {
-            args.extend([
-                "--webhook-addr",
-                "127.0.0.1:0",
-                "--admin-addr",
-                "127.0.0.1:0",
-            ]);
-        }
-        Inlet::start(
-            &args,
-            &[
-                ("INLET_ADMIN_KEY", KEY),
-                ("INLET_SECRETS_KEY", common::SECRETS_KEY),
-                ("INLET_CONFIG", &config),
-            ],
-        )
-    }
-}
 
 /// Sends `count` pushes to main with unique commits, 20 per second, returning (delivery, sha).
 async fn pushes(
@@ -116,24 +77,14 @@ async fn assert_all_decided(runs: &mut TopicReader, sent: &[(String, String)]) {
     }
 }
 
-/// An embedded broker, an ingest process on it, the default integration `bb` and two stacks on
+/// A cluster, an ingest process on it, the default integration `bb` and two stacks on
 /// `INFRA/network` (`prod` on main, `staging` on staging); returns them with the webhook secret.
-async fn cluster_with_stacks() -> (Inlet, Cluster, Inlet, String) {
-    let broker = Inlet::start(&["dev", "--only-broker"], &[]);
-    let config = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        config.path().join("inlet.toml"),
-        "[kafka.librdkafka]\n\"session.timeout.ms\" = \"6000\"\n\"fetch.wait.max.ms\" = \"10\"\n",
-    )
-    .expect("config");
-    let cluster = Cluster {
-        bootstrap: broker.ready.kafka_bootstrap_servers.clone(),
-        config,
-    };
+async fn cluster_with_stacks() -> (Cluster, Inlet, String) {
+    let cluster = Cluster::start(&[]);
     let ingest = cluster.stage("ingest");
     let created = admin(
         &ingest,
-        KEY,
+        cluster.admin_key,
         "POST",
         "/integrations",
         json!({"name": "bb", "is_default": true, "api_host_url": "https://x.example.com"}),
@@ -143,7 +94,7 @@ async fn cluster_with_stacks() -> (Inlet, Cluster, Inlet, String) {
     for (id, branch) in [("prod", "main"), ("staging", "staging")] {
         let stack = admin(
             &ingest,
-            KEY,
+            cluster.admin_key,
             "POST",
             "/stacks",
             json!({"id": id, "name": id, "repository": "INFRA/network", "branch": branch}),
@@ -151,18 +102,25 @@ async fn cluster_with_stacks() -> (Inlet, Cluster, Inlet, String) {
         .await;
         assert_eq!(stack.status, 201);
     }
-    let details = admin(&ingest, KEY, "GET", "/integrations/bb/details", Value::Null).await;
+    let details = admin(
+        &ingest,
+        cluster.admin_key,
+        "GET",
+        "/integrations/bb/details",
+        Value::Null,
+    )
+    .await;
     let secret = details.json()["webhook_secret"]
         .as_str()
         .expect("secret")
         .to_owned();
-    (broker, cluster, ingest, secret)
+    (cluster, ingest, secret)
 }
 
 /// Kill the router mid-stream, restart it; then the same for the workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_stages_lose_nothing() {
-    let (_broker, cluster, ingest, secret) = cluster_with_stacks().await;
+    let (cluster, ingest, secret) = cluster_with_stacks().await;
     let mut router = cluster.stage("router");
     let mut workers = cluster.stage("workers");
     let url = ingest.webhook_url("bb");
@@ -190,7 +148,7 @@ async fn killed_stages_lose_nothing() {
 /// router now reads back what its group had routed and still records the replay as a duplicate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_after_a_router_restart_is_still_a_duplicate() {
-    let (_broker, cluster, ingest, secret) = cluster_with_stacks().await;
+    let (cluster, ingest, secret) = cluster_with_stacks().await;
     let mut router = cluster.stage("router");
     let _workers = cluster.stage("workers");
     let url = ingest.webhook_url("bb");

@@ -505,3 +505,63 @@ pub async fn dev_on_fake(token: &str) -> (inlet_bitbucket::fake::FakeBitbucket, 
     assert_eq!(created.status, 201, "{created:?}");
     (fake, dev, key)
 }
+
+/// An embedded broker run alone (`inlet dev --only-broker`) and a config for stage processes
+/// against it, with fast group rebalances: for tests that kill and restart single stages.
+pub struct Cluster {
+    /// The broker process; the cluster lives as long as it does.
+    pub broker: Inlet,
+    /// Its bootstrap address.
+    pub bootstrap: String,
+    /// The admin key of ingest processes.
+    pub admin_key: &'static str,
+    config: tempfile::TempDir,
+    env: Vec<(&'static str, &'static str)>,
+}
+
+impl Cluster {
+    /// A broker, the config, and `env` for every stage started on it (besides the admin key,
+    /// the shared secrets key and the config).
+    pub fn start(env: &[(&'static str, &'static str)]) -> Cluster {
+        let broker = Inlet::start(&["dev", "--only-broker"], &[]);
+        let config = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            config.path().join("inlet.toml"),
+            "[kafka.librdkafka]\n\"session.timeout.ms\" = \"6000\"\n\"fetch.wait.max.ms\" = \"10\"\n",
+        )
+        .expect("config");
+        Cluster {
+            bootstrap: broker.ready.kafka_bootstrap_servers.clone(),
+            broker,
+            admin_key: "cluster-admin-key-0123456789",
+            config,
+            env: env.to_vec(),
+        }
+    }
+
+    /// A stage process (`ingest`, `router`, `workers`, `reporter`) against the broker.
+    pub fn stage(&self, stage: &str) -> Inlet {
+        let config = self
+            .config
+            .path()
+            .join("inlet.toml")
+            .to_string_lossy()
+            .into_owned();
+        let mut args = vec![stage, "--kafka-bootstrap-servers", self.bootstrap.as_str()];
+        if stage == "ingest" {
+            args.extend([
+                "--webhook-addr",
+                "127.0.0.1:0",
+                "--admin-addr",
+                "127.0.0.1:0",
+            ]);
+        }
+        let mut env = vec![
+            ("INLET_ADMIN_KEY", self.admin_key),
+            ("INLET_SECRETS_KEY", SECRETS_KEY),
+            ("INLET_CONFIG", config.as_str()),
+        ];
+        env.extend(self.env.iter().copied());
+        Inlet::start(&args, &env)
+    }
+}
