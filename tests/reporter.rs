@@ -364,8 +364,9 @@ async fn a_killed_reporter_loses_no_status_and_repeats_none() {
 async fn an_unavailable_bitbucket_delays_statuses_not_decisions() {
     let env = setup().await;
     env.fake.legacy_build_status_only(true);
-    // Every request fails for a while: more than one post's worth of client retries.
-    env.fake.fail_next(12, 500, None);
+    // Every request fails for a while: several rounds of the reporter's own retries (1 s, 2 s,
+    // 4 s apart), each of a few client attempts per status.
+    env.fake.fail_next(40, 500, None);
     let sent = webhook(
         &env.dev.webhook_url("bb"),
         "repo:refs_changed",
@@ -378,6 +379,12 @@ async fn an_unavailable_bitbucket_delays_statuses_not_decisions() {
     let mut runs = TopicReader::new(&env.dev.ready.kafka_bootstrap_servers, "inlet.runs").await;
     runs.until(WAIT, |r| common::decisions_for(r, "push-outage").len() == 3)
         .await;
+    // The decisions are out while Bitbucket still fails: nothing is posted yet.
+    assert!(
+        env.fake.build_statuses().is_empty(),
+        "{:#?}",
+        env.fake.build_statuses()
+    );
     let shown = statuses(&env.fake, |s| {
         has(s, "inlet-prod-tracked", "INPROGRESS")
             && has(s, "inlet-staging-proposed", "INPROGRESS")
