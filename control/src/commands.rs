@@ -98,6 +98,17 @@ pub enum ControlCommand {
         /// Bitbucket's id of the webhook.
         id: u64,
     },
+    /// Ask for one reconciliation pass of the integration now (DESIGN §5.2): the routers that
+    /// fold it compare the heads in Bitbucket with what they saw. Only the latest request per
+    /// integration is kept.
+    RequestReconcile {
+        /// Name of the integration.
+        name: String,
+        /// The incarnation it was requested for: a re-created name is another integration.
+        integration_id: String,
+        /// Generated id of the request, answered to the caller.
+        reconcile_id: String,
+    },
     /// Create a stack.
     CreateStack {
         /// The new stack.
@@ -142,7 +153,8 @@ impl ControlCommand {
             | ControlCommand::UpdateIntegration { name, .. }
             | ControlCommand::RotateWebhookSecret { name, .. }
             | ControlCommand::RecordBitbucketWebhook { name, .. }
-            | ControlCommand::ForgetBitbucketWebhook { name, .. } => format!("integration/{name}"),
+            | ControlCommand::ForgetBitbucketWebhook { name, .. }
+            | ControlCommand::RequestReconcile { name, .. } => format!("integration/{name}"),
             ControlCommand::CreateStack { stack } => format!("stack/{}", stack.id),
             ControlCommand::UpdateStack { id, .. } | ControlCommand::DeleteStack { id } => {
                 format!("stack/{id}")
@@ -164,6 +176,7 @@ impl ControlCommand {
             ControlCommand::DeleteIntegration { .. } => "delete_integration",
             ControlCommand::RecordBitbucketWebhook { .. } => "record_bitbucket_webhook",
             ControlCommand::ForgetBitbucketWebhook { .. } => "forget_bitbucket_webhook",
+            ControlCommand::RequestReconcile { .. } => "request_reconcile",
             ControlCommand::CreateStack { .. } => "create_stack",
             ControlCommand::UpdateStack { .. } => "update_stack",
             ControlCommand::DeleteStack { .. } => "delete_stack",

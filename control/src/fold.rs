@@ -17,7 +17,7 @@ use crate::domain::{
     ApiKey, Integration, IntegrationStatus, ManagedWebhook, PreviousSecret, ROOT_SPACE, Space,
     Stack,
 };
-use crate::registry::Registry;
+use crate::registry::{ReconcileRequest, Registry};
 use inlet_core::clock::parse_rfc3339;
 
 /// Why a command was refused, mapped by the admin API to an HTTP status.
@@ -121,6 +121,11 @@ impl Registry {
                 webhook,
             } => self.record_webhook(name, integration_id, webhook),
             ControlCommand::ForgetBitbucketWebhook { name, id } => self.forget_webhook(name, *id),
+            ControlCommand::RequestReconcile {
+                name,
+                integration_id,
+                reconcile_id,
+            } => self.request_reconcile(name, integration_id, reconcile_id, &record.issued_at),
             ControlCommand::CreateStack { stack } => self.create_stack(stack, &record.command_id),
             ControlCommand::UpdateStack { id, patch } => self.update_stack(id, patch),
             ControlCommand::DeleteStack { id } => self.delete_stack(id),
@@ -264,6 +269,9 @@ impl Registry {
                 ),
             ));
         }
+        // A new incarnation never inherits a reconciliation asked of an earlier one (deletion
+        // forgets it already; this holds whatever the log before looks like).
+        self.reconciles.remove(&integration.name);
         self.integrations
             .insert(integration.name.clone(), integration.clone());
         Ok(Applied::default())
@@ -364,6 +372,8 @@ impl Registry {
         // The webhooks stay in Bitbucket (a re-created name has the same URL, and its first
         // sync adopts them); inlet no longer manages them for an integration that is gone.
         self.webhooks.remove(name);
+        // A pending reconciliation was asked of this incarnation, not of a later one.
+        self.reconciles.remove(name);
         let mut detached = 0;
         for stack in self.stacks.values_mut() {
             if stack.integration == integration.name
@@ -442,6 +452,38 @@ impl Registry {
                 format!("integration `{name}` manages no Bitbucket webhook {id}"),
             )),
         }
+    }
+
+    /// Records the latest reconciliation asked for the current incarnation of `name`, stamped
+    /// with the record's own time (so every replica stores the same request).
+    fn request_reconcile(
+        &mut self,
+        name: &str,
+        integration_id: &str,
+        reconcile_id: &str,
+        issued_at: &str,
+    ) -> Outcome {
+        let Some(integration) = self.integrations.get(name) else {
+            return Err(integration_not_found(name));
+        };
+        if integration.id != integration_id {
+            return Err(Rejection::conflict(
+                "integration_replaced",
+                format!(
+                    "integration `{name}` was deleted and re-created while a reconciliation was requested; request it again"
+                ),
+            ));
+        }
+        validate_id("reconcile_id", reconcile_id)?;
+        self.reconciles.insert(
+            name.to_owned(),
+            ReconcileRequest {
+                reconcile_id: reconcile_id.to_owned(),
+                integration_id: integration_id.to_owned(),
+                requested_at: issued_at.to_owned(),
+            },
+        );
+        Ok(Applied::default())
     }
 
     /// The integration `name` if a stack in `space_id` may attach it.
@@ -1309,6 +1351,7 @@ mod tests {
                     name: "bb".to_owned(),
                 },
                 create_integration("bb", "i2", "root", true),
+                request_reconcile("bb", "i2", "rec_1"),
                 stack("s3", "b", "bb", "main"),
             ]
         };
@@ -1505,5 +1548,110 @@ mod tests {
             "2026-01-01T12:10:00Z",
         ));
         assert_eq!(rejected(&outcome).code, "integration_replaced");
+    }
+
+    fn request_reconcile(name: &str, integration_id: &str, reconcile_id: &str) -> ControlCommand {
+        ControlCommand::RequestReconcile {
+            name: name.to_owned(),
+            integration_id: integration_id.to_owned(),
+            reconcile_id: reconcile_id.to_owned(),
+        }
+    }
+
+    /// A reconciliation request for the current incarnation is recorded with the record's time;
+    /// a later one replaces it.
+    #[test]
+    fn reconcile_request_is_recorded() {
+        let mut registry = Registry::new();
+        let at = |command: ControlCommand, issued_at: &str| {
+            let mut record = record(command);
+            record.issued_at = issued_at.to_owned();
+            record
+        };
+        assert!(
+            registry
+                .apply(&record(create_integration("bb", "i1", "root", true)))
+                .is_ok()
+        );
+        assert_eq!(registry.reconcile_request("bb"), None);
+        let first = registry.apply(&at(
+            request_reconcile("bb", "i1", "rec_1"),
+            "2026-01-01T10:00:00.000Z",
+        ));
+        assert_eq!(first, Ok(Applied::default()));
+        assert_eq!(
+            registry.reconcile_request("bb"),
+            Some(&ReconcileRequest {
+                reconcile_id: "rec_1".to_owned(),
+                integration_id: "i1".to_owned(),
+                requested_at: "2026-01-01T10:00:00.000Z".to_owned(),
+            })
+        );
+        let second = registry.apply(&at(
+            request_reconcile("bb", "i1", "rec_2"),
+            "2026-01-01T10:05:00.000Z",
+        ));
+        assert!(second.is_ok());
+        let latest = registry.reconcile_request("bb").expect("request");
+        assert_eq!(
+            (latest.reconcile_id.as_str(), latest.requested_at.as_str()),
+            ("rec_2", "2026-01-01T10:05:00.000Z")
+        );
+        assert_eq!(
+            request_reconcile("bb", "i1", "rec_2").entity_key(),
+            "integration/bb"
+        );
+    }
+
+    /// An unknown name is not found, another incarnation's id is `integration_replaced`, a
+    /// malformed id is invalid; none of them changes anything.
+    #[test]
+    fn reconcile_request_rejections() {
+        let (mut registry, _) = fold(vec![create_integration("bb", "i2", "root", true)]);
+        let before = registry.clone();
+        let unknown = registry.apply(&record(request_reconcile("nope", "i2", "rec_1")));
+        assert_eq!(rejected(&unknown).kind, RejectionKind::NotFound);
+        assert_eq!(rejected(&unknown).code, "integration_not_found");
+        let stale = registry.apply(&record(request_reconcile("bb", "i1", "rec_1")));
+        assert_eq!(rejected(&stale).kind, RejectionKind::Conflict);
+        assert_eq!(rejected(&stale).code, "integration_replaced");
+        let malformed = registry.apply(&record(request_reconcile("bb", "i2", "")));
+        assert_eq!(rejected(&malformed).field, Some("reconcile_id"));
+        assert_eq!(registry, before);
+    }
+
+    /// Deleting the integration forgets its request; the re-created name starts without one and
+    /// refuses a request for the old incarnation.
+    #[test]
+    fn reconcile_request_is_forgotten_with_its_integration() {
+        let (mut registry, outcomes) = fold(vec![
+            create_integration("bb", "i1", "root", true),
+            request_reconcile("bb", "i1", "rec_1"),
+            ControlCommand::DeleteIntegration {
+                name: "bb".to_owned(),
+            },
+        ]);
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        assert_eq!(registry.reconcile_request("bb"), None);
+        assert!(
+            registry
+                .apply(&record(create_integration("bb", "i2", "root", true)))
+                .is_ok()
+        );
+        assert_eq!(registry.reconcile_request("bb"), None);
+        let old = registry.apply(&record(request_reconcile("bb", "i1", "rec_2")));
+        assert_eq!(rejected(&old).code, "integration_replaced");
+        assert_eq!(registry.reconcile_request("bb"), None);
+        assert!(
+            registry
+                .apply(&record(request_reconcile("bb", "i2", "rec_3")))
+                .is_ok()
+        );
+        assert_eq!(
+            registry
+                .reconcile_request("bb")
+                .map(|r| (r.reconcile_id.as_str(), r.integration_id.as_str())),
+            Some(("rec_3", "i2"))
+        );
     }
 }

@@ -18,6 +18,19 @@ pub struct Registry {
     pub(crate) webhooks: BTreeMap<String, BTreeMap<u64, ManagedWebhook>>,
     /// (lower-case integration name, lower-case repository) → ids of the stacks on it.
     pub(crate) by_repository: HashMap<(String, String), BTreeSet<String>>,
+    /// Integration name → the latest reconciliation asked for it.
+    pub(crate) reconciles: BTreeMap<String, ReconcileRequest>,
+}
+
+/// The latest reconciliation an operator asked for, per integration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReconcileRequest {
+    /// Generated id of the request (what `POST /integrations/{name}/reconcile` answered).
+    pub reconcile_id: String,
+    /// The integration incarnation it was asked for.
+    pub integration_id: String,
+    /// When it was asked for: the control record's `issued_at` (RFC 3339).
+    pub requested_at: String,
 }
 
 impl Default for Registry {
@@ -38,6 +51,7 @@ impl Registry {
             api_keys: BTreeMap::new(),
             webhooks: BTreeMap::new(),
             by_repository: HashMap::new(),
+            reconciles: BTreeMap::new(),
         }
     }
 
@@ -77,6 +91,12 @@ impl Registry {
     /// One managed webhook of integration `name`.
     pub fn managed_webhook(&self, name: &str, id: u64) -> Option<&ManagedWebhook> {
         self.webhooks.get(name)?.get(&id)
+    }
+
+    /// The latest reconciliation asked for integration `integration_name` (its current
+    /// incarnation: deleting the integration forgets it).
+    pub fn reconcile_request(&self, integration_name: &str) -> Option<&ReconcileRequest> {
+        self.reconciles.get(integration_name)
     }
 
     /// A stack by id.
