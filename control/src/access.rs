@@ -5,6 +5,7 @@
 //!   read on its parent, and on upward through parents that inherit too.
 //! - The default integration is listed to every key; its details only to root admins.
 //!   A space-level integration is listed to readers of its space; details to its admins.
+//! - Reconciling an integration needs writer on its space; the default one, writer anywhere.
 
 use crate::domain::{ApiKey, Integration, ROOT_SPACE, Role, RoleBinding};
 use crate::registry::Registry;
@@ -99,6 +100,20 @@ impl Principal {
     /// of its space (the root space for the default integration).
     pub fn can_admin_integration(&self, registry: &Registry, integration: &Integration) -> bool {
         self.has(registry, &integration.space_id, Role::Admin)
+    }
+
+    /// Whether the principal may ask for a reconciliation of the integration: writer of its space;
+    /// for the default integration, which every key sees and every space may use, writer (or
+    /// admin) of any space.
+    pub fn can_reconcile_integration(
+        &self,
+        registry: &Registry,
+        integration: &Integration,
+    ) -> bool {
+        if integration.is_default {
+            return self.bindings().iter().any(|b| b.role >= Role::Writer);
+        }
+        self.has(registry, &integration.space_id, Role::Writer)
     }
 }
 
@@ -201,6 +216,49 @@ mod tests {
         let registry = tree();
         for space in ["root", "parent", "child", "unrelated"] {
             assert!(Principal::Bootstrap.has(&registry, space, Role::Admin));
+        }
+    }
+
+    /// Reconciling needs writer on the integration's space (readers and inherited read do not
+    /// suffice); the default integration, writer or admin of any space.
+    #[test]
+    fn reconcile_needs_a_writer() {
+        let mut registry = tree();
+        for integration in [
+            crate::testing::integration("default", "i0", "root", true, "s0"),
+            crate::testing::integration("parent-bb", "i1", "parent", false, "s1"),
+        ] {
+            crate::testing::apply(
+                &mut registry,
+                ControlCommand::CreateIntegration { integration },
+            );
+        }
+        let default = registry.integration("default").expect("default").clone();
+        let parent_bb = registry
+            .integration("parent-bb")
+            .expect("parent-bb")
+            .clone();
+        let cases = [
+            (key("parent", Role::Writer), true, true),
+            (key("parent", Role::Admin), true, true),
+            (key("parent", Role::Reader), false, false),
+            // Inherited read on `parent`, writer only below it.
+            (key("child", Role::Writer), true, false),
+            (key("unrelated", Role::Admin), true, false),
+            (key("unrelated", Role::Reader), false, false),
+            (Principal::Bootstrap, true, true),
+        ];
+        for (principal, on_default, on_parent) in cases {
+            assert_eq!(
+                principal.can_reconcile_integration(&registry, &default),
+                on_default,
+                "{principal:?} on the default integration"
+            );
+            assert_eq!(
+                principal.can_reconcile_integration(&registry, &parent_bb),
+                on_parent,
+                "{principal:?} on parent-bb"
+            );
         }
     }
 }

@@ -6,7 +6,8 @@
 //! a resource the caller may not read answers 404, one it may read but not change answers 403.
 //!
 //! One file per resource: `spaces`, `integrations`, `bitbucket_webhooks` (the webhooks inlet
-//! provisions in Bitbucket for an integration), `stacks` (with manual runs), `keys`;
+//! provisions in Bitbucket for an integration), `reconcile` (a reconciliation pass on demand),
+//! `stacks` (with manual runs), `keys`;
 //! `views` holds request and response bodies, `openapi` the route table and the document
 //! generated from it.
 
@@ -17,6 +18,7 @@ mod integrations;
 mod keys;
 mod limit;
 pub mod openapi;
+mod reconcile;
 mod spaces;
 mod stacks;
 pub mod views;
@@ -245,6 +247,12 @@ impl Admin {
             }
             (Method::DELETE, ["integrations", name, "bitbucket-webhooks", id]) => {
                 self.delete_bitbucket_webhook(p, name, id).await
+            }
+
+            (Method::POST, ["integrations", name, "reconcile"]) => {
+                let name = name.to_string();
+                self.request_reconcile(p, &name, read_optional_json(request).await?)
+                    .await
             }
 
             (Method::GET, ["integrations", name, "deliveries"]) => {

@@ -204,6 +204,16 @@ pub const ROUTES: &[Route] = &[
         None,
     ),
     route(
+        "post",
+        "/integrations/{name}/reconcile",
+        "Start one reconciliation pass of the integration now (writer of its space; writer of any \
+         space for the default one); no body or `{}`. Within 10 s of the last request the answer \
+         is that pending request's id and nothing new is recorded.",
+        Some(schema::<RequestReconcile>),
+        202,
+        Some(schema::<ReconcileAccepted>),
+    ),
+    route(
         "get",
         "/stacks",
         "List the stacks the caller can read.",
@@ -461,6 +471,14 @@ fn constrain(schemas: &mut Map<String, Value>, schema: &str, property: &str, key
     }
 }
 
+/// Manual runs, rotations and reconciliations take an optional body (no body means the
+/// defaults).
+fn optional_body(path: &str) -> bool {
+    ["/runs", "/rotate-secret", "/reconcile"]
+        .iter()
+        .any(|suffix| path.ends_with(suffix))
+}
+
 /// The schema of a path parameter.
 fn parameter_schema(name: &str, path: &str) -> Value {
     match (name, path) {
@@ -516,8 +534,7 @@ pub fn document(allow_http: bool) -> Value {
         if let Some(request) = route.request {
             operation.insert(
                 "requestBody".into(),
-                // Manual runs and rotations take an optional body.
-                json!({"required": !(route.path.ends_with("/runs") || route.path.ends_with("/rotate-secret")),
+                json!({"required": !optional_body(route.path),
                        "content": {"application/json": {"schema": request(&mut generator)}}}),
             );
         }
@@ -709,6 +726,11 @@ mod tests {
             "bitbucket-webhooks",
             "7"
         ]));
+        assert!(is_resource(&["integrations", "bb", "reconcile"]));
+        assert_eq!(
+            allowed_methods(&["integrations", "bb", "reconcile"]),
+            "POST"
+        );
         assert!(!is_resource(&["stacks", "abc", "nope"]));
         assert!(!is_resource(&["nope"]));
     }

@@ -505,6 +505,19 @@ pub struct RunAccepted {
     pub trigger_id: String,
 }
 
+/// `POST /integrations/{name}/reconcile`: no fields; the body may be empty or `{}`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestReconcile {}
+
+/// `POST /integrations/{name}/reconcile` answer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ReconcileAccepted {
+    /// Id of the reconciliation pass: a new one, or the one still pending when the last request
+    /// came less than 10 seconds ago.
+    pub reconcile_id: String,
+}
+
 /// Every error answer.
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct ErrorBody {
