@@ -737,6 +737,57 @@ async fn stacks_and_manual_runs() {
     assert_eq!(listed, json!({"stacks": []}));
 }
 
+/// `POST /integrations/{name}/reconcile` answers 202 `{reconcile_id}`; asked again right after,
+/// it answers the same id, and the control log holds one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_on_demand() {
+    let dev = Dev::start();
+    dev.integration("bb", None, true).await;
+    let path = "/integrations/bb/reconcile";
+    let first = dev.call("POST", path, Value::Null).await;
+    assert_eq!(first.status, 202, "{first:?}");
+    let body = first.json();
+    let id = body["reconcile_id"]
+        .as_str()
+        .expect("reconcile_id")
+        .to_owned();
+    assert_eq!(body, json!({"reconcile_id": id}));
+    assert!(id.starts_with("rec_"), "{id}");
+    let second = dev.call("POST", path, json!({})).await;
+    assert_eq!(second.status, 202, "{second:?}");
+    assert_eq!(second.json(), json!({"reconcile_id": id}));
+
+    // A write after both: once it is read, everything before it was.
+    dev.space("after", "root", false).await;
+    let mut control =
+        TopicReader::new(&dev.inlet.ready.kafka_bootstrap_servers, "inlet.control").await;
+    let commands = |records: &[rdkafka::message::OwnedMessage]| -> Vec<Value> {
+        records
+            .iter()
+            .filter_map(|m| serde_json::from_slice::<Value>(m.payload().unwrap_or_default()).ok())
+            .map(|r| r["command"].clone())
+            .collect()
+    };
+    control
+        .until(Duration::from_secs(10), |r| {
+            commands(r).iter().any(|c| c["type"] == "create_space")
+        })
+        .await;
+    let requests: Vec<Value> = commands(&control.records)
+        .into_iter()
+        .filter(|c| c["type"] == "request_reconcile")
+        .collect();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0]["reconcile_id"], id.as_str());
+    assert_eq!(requests[0]["name"], "bb");
+
+    let missing = dev
+        .call("POST", "/integrations/nope/reconcile", Value::Null)
+        .await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(code(&missing), "integration_not_found");
+}
+
 /// Reading `inlet.control` without the secrets key reveals no webhook secret or access token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_sealed_in_the_control_log() {
