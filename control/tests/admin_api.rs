@@ -206,9 +206,9 @@ async fn reconcile_answers_202_with_an_id() {
     );
 }
 
-/// Asking again within 10 s answers the pending id and appends nothing to the control log.
+/// Asking again within 2 s answers the pending id and appends nothing to the control log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconcile_coalesces_within_ten_seconds() {
+async fn reconcile_coalesces_within_two_seconds() {
     let api = Api::start().await;
     api.integration("bb", "root", true).await;
     let first = api.reconcile(ROOT_KEY, "bb").await;

@@ -207,7 +207,7 @@ pub const ROUTES: &[Route] = &[
         "post",
         "/integrations/{name}/reconcile",
         "Start one reconciliation pass of the integration now (writer of its space; writer of any \
-         space for the default one); no body or `{}`. Within 10 s of the last request the answer \
+         space for the default one); no body or `{}`. Within 2 s of the last request the answer \
          is that pending request's id and nothing new is recorded.",
         Some(schema::<RequestReconcile>),
         202,

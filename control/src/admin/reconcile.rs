@@ -25,7 +25,7 @@ use crate::domain::Integration;
 use crate::registry::{ReconcileRequest, Registry};
 
 /// A request younger than this is still pending: asking again answers its id and appends nothing.
-const COALESCE_WINDOW: Duration = Duration::from_secs(10);
+const COALESCE_WINDOW: Duration = Duration::from_secs(2);
 
 /// The integration if `principal` may reconcile it: 404 when it cannot see it, 403 when it sees it
 /// without the writer role ([`Principal::can_reconcile_integration`]).
@@ -82,7 +82,7 @@ impl Admin {
     /// - Appends `request_reconcile` (a write: the per-key write limit applies, 429 past it) and
     ///   answers 202 `{reconcile_id}` once this process's fold accepted it; a fold rejection keeps
     ///   its status (404, 409 `integration_replaced` when the name was re-created meanwhile).
-    /// - Coalescing: while the integration's latest request is younger than 10 s (its
+    /// - Coalescing: while the integration's latest request is younger than 2 s (its
     ///   `requested_at` against this process's clock), the answer is 202 with that request's id
     ///   and nothing is appended, so a client in a loop cannot grow the control log, which is
     ///   kept forever. Two requests racing on different replicas may both append; the later one
@@ -146,18 +146,18 @@ mod tests {
         parse_rfc3339(text).expect("time")
     }
 
-    /// Pending: same incarnation, less than 10 s apart either way; not at 10 s, not for another
+    /// Pending: same incarnation, less than 2 s apart either way; not at 2 s, not for another
     /// incarnation, not when the time cannot be read, not when there is no request.
     #[test]
-    fn pending_within_ten_seconds() {
+    fn pending_within_two_seconds() {
         let now = at("2026-01-01T10:00:10.000Z");
         let cases = [
             ("2026-01-01T10:00:10.000Z", Some("rec_1")),
-            ("2026-01-01T10:00:00.001Z", Some("rec_1")),
-            ("2026-01-01T10:00:00.000Z", None),
+            ("2026-01-01T10:00:08.001Z", Some("rec_1")),
+            ("2026-01-01T10:00:08.000Z", None),
             ("2026-01-01T09:59:00.000Z", None),
-            ("2026-01-01T10:00:19.999Z", Some("rec_1")),
-            ("2026-01-01T10:00:20.000Z", None),
+            ("2026-01-01T10:00:11.999Z", Some("rec_1")),
+            ("2026-01-01T10:00:12.000Z", None),
             ("not a time", None),
         ];
         for (requested_at, expected) in cases {
@@ -168,7 +168,7 @@ mod tests {
                 "{requested_at}"
             );
         }
-        let other = request("i0", "2026-01-01T10:00:09.000Z");
+        let other = request("i0", "2026-01-01T10:00:09.500Z");
         assert_eq!(pending(Some(&other), "i1", now), None);
         assert_eq!(pending(None, "i1", now), None);
     }
