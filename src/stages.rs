@@ -219,7 +219,7 @@ async fn stage_deps(
 ) -> anyhow::Result<StageDeps> {
     Ok(StageDeps {
         pipeline: PipelineDeps {
-            consumer: subscribed(&connected.kafka, group, topic).await?,
+            consumer: Arc::new(subscribed(&connected.kafka, group, topic).await?),
             producer: connected.producer.clone(),
             topics: connected.topics.clone(),
             drain: drain(config),
@@ -242,6 +242,7 @@ async fn router_deps(
         changes: bitbucket_client(config, connected)?,
         secrets_key,
         history: Some((connected.kafka.clone(), config.router.group_id.clone())),
+        reconcile: config.reconcile.clone(),
     })
 }
 
@@ -537,7 +538,7 @@ async fn reporter_deps(
     Ok(inlet_reporter::Deps {
         stage: StageDeps {
             pipeline: PipelineDeps {
-                consumer,
+                consumer: Arc::new(consumer),
                 producer: connected.producer.clone(),
                 topics: connected.topics.clone(),
                 drain: drain(config),

@@ -326,6 +326,11 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
+    /// `bitbucket.max_pages`: the most pages one listing reads.
+    pub fn max_pages(&self) -> u32 {
+        self.inner.limits.max_pages
+    }
+
     /// A client with `config`'s bounds, trusting the platform's CA roots plus
     /// `config.ca_bundle_file`. Call it once per process: it reads the platform's roots.
     pub fn new(config: &BitbucketConfig, metrics: BitbucketMetrics) -> Result<Client, ClientError> {

@@ -26,6 +26,8 @@ pub struct Config {
     pub workers: StageConfig,
     /// The reporter stage.
     pub reporter: ReporterConfig,
+    /// The router's reconciliation of deliveries Bitbucket dropped (DESIGN §5.2).
+    pub reconcile: ReconcileConfig,
     /// Logging.
     pub log: LogConfig,
     /// The Bitbucket REST client (changed files, later build statuses and webhooks).
@@ -48,6 +50,7 @@ impl Default for Config {
                 max_in_flight: 1024,
             },
             reporter: ReporterConfig::default(),
+            reconcile: ReconcileConfig::default(),
             log: LogConfig::default(),
             bitbucket: BitbucketConfig::default(),
             shutdown_timeout_secs: 20,
@@ -208,6 +211,73 @@ impl ReporterConfig {
             group_id: self.group_id.clone(),
             max_in_flight: self.max_in_flight,
         }
+    }
+}
+
+/// Reconciliation (DESIGN §5.2): how often each router compares Bitbucket's branch heads and
+/// open pull requests with what it saw, and how hard it may ask.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileConfig {
+    /// Seconds between passes (jittered by up to a tenth); 0 turns periodic passes off (a
+    /// `POST /integrations/{name}/reconcile` still runs one). `INLET_RECONCILE_INTERVAL_S`
+    /// overrides.
+    pub interval_s: u64,
+    /// Repositories read at once in a pass (each takes one call per tracked branch plus one per
+    /// page of its open pull requests); the per-host bound of `[bitbucket]` applies on top.
+    pub max_repositories_in_flight: usize,
+    /// The share of the interval one pass may take; a pass that would take longer stops and
+    /// goes on where it stopped at the next one.
+    pub max_pass_share: f64,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        ReconcileConfig {
+            interval_s: 300,
+            max_repositories_in_flight: 8,
+            max_pass_share: 0.5,
+        }
+    }
+}
+
+impl ReconcileConfig {
+    /// The environment variable that sets [`ReconcileConfig::interval_s`].
+    pub const INTERVAL_ENV: &'static str = "INLET_RECONCILE_INTERVAL_S";
+
+    /// Applies the value of [`Self::INTERVAL_ENV`] (`None` or empty: the file's value stays).
+    pub fn apply_interval_env(&mut self, value: Option<&str>) -> Result<(), ConfigError> {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return Ok(());
+        };
+        self.interval_s = value.parse().map_err(|_| ConfigError::Invalid {
+            key: Self::INTERVAL_ENV,
+            problem: "must be a whole number of seconds (0 turns periodic passes off)".to_owned(),
+        })?;
+        self.validate()
+    }
+
+    /// Checks the bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, problem: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
+        if self.interval_s > 7 * 24 * 3600 {
+            return invalid("reconcile.interval_s", "must be at most 604800 (a week)");
+        }
+        if !(1..=1_024).contains(&self.max_repositories_in_flight) {
+            return invalid(
+                "reconcile.max_repositories_in_flight",
+                "must be between 1 and 1024",
+            );
+        }
+        if !(self.max_pass_share > 0.0 && self.max_pass_share <= 1.0) {
+            return invalid("reconcile.max_pass_share", "must be above 0 and at most 1");
+        }
+        Ok(())
     }
 }
 
@@ -479,6 +549,7 @@ impl Config {
             return invalid("ingest.admin_key", "must be at least 16 characters");
         }
         self.bitbucket.validate()?;
+        self.reconcile.validate()?;
         // Its format is checked by `SecretsKey::from_config` (inlet-control) at startup.
         self.secrets_key_text()?;
         Ok(())

@@ -307,6 +307,10 @@ impl Kafka {
                     TopicReplication::Fixed(replication_factor),
                 )
                 .set("retention.ms", retention)
+                .set(
+                    "cleanup.policy",
+                    if spec.compacted { "compact" } else { "delete" },
+                )
             })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
@@ -463,4 +467,99 @@ pub fn header<'m, M: rdkafka::Message>(message: &'m M, name: &str) -> Option<&'m
         .find(|h| h.key == name)
         .and_then(|h| h.value)
         .and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// The partition librdkafka's producer puts a record keyed `key` in, out of `partitions`, under
+/// the producer setting `partitioner` (`None`: a partitioner that does not depend on the key,
+/// such as `random`). The router's reconciler uses it to find which repositories' webhooks its
+/// partitions hold; the test `partition_for_mirrors_the_producer` checks it against real
+/// placements.
+pub fn partition_for(partitioner: &str, key: &[u8], partitions: usize) -> Option<i32> {
+    let partitions = u32::try_from(partitions).ok().filter(|p| *p > 0)?;
+    let hash = match partitioner {
+        // librdkafka's default: CRC-32 of the key (keyed records never go random).
+        "consistent" | "consistent_random" => crc32(key),
+        // Java's default partitioner, so a Java producer and inlet agree.
+        "murmur2" | "murmur2_random" => murmur2(key) & 0x7fff_ffff,
+        "fnv1a" | "fnv1a_random" => fnv1a(key),
+        _ => return None,
+    };
+    i32::try_from(hash % partitions).ok()
+}
+
+/// The producer's `partitioner` setting: the operator's librdkafka map, else librdkafka's default.
+impl Kafka {
+    /// The partitioner producers of this cluster's clients use.
+    pub fn partitioner(&self) -> &str {
+        self.config
+            .librdkafka
+            .get("partitioner")
+            .map(String::as_str)
+            .unwrap_or("consistent_random")
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, as zlib computes it).
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in data {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            let mask = (crc & 1).wrapping_neg();
+            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
+        }
+    }
+    !crc
+}
+
+/// MurmurHash2 with Kafka's seed, as Java's client (and librdkafka's `murmur2`) computes it.
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for chunk in &mut chunks {
+        let mut k = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+/// 32-bit FNV-1a.
+fn fnv1a(data: &[u8]) -> u32 {
+    data.iter().fold(0x811c_9dc5u32, |hash, byte| {
+        (hash ^ u32::from(*byte)).wrapping_mul(0x0100_0193)
+    })
+}
+
+#[cfg(test)]
+mod partitioner_tests {
+    use super::*;
+
+    /// Known answers: zlib's CRC-32 of "123456789", and Kafka's murmur2 test vectors (Java's
+    /// `Utils.murmur2` of "21" and "foobar").
+    #[test]
+    fn hashes_match_their_references() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(fnv1a(b"a"), 0xe40c_292c);
+        assert_eq!(partition_for("random", b"k", 12), None);
+        assert_eq!(partition_for("consistent_random", b"k", 0), None);
+    }
 }

@@ -74,6 +74,29 @@ pub struct RouterMetrics {
     pub processing_seconds: Histogram,
     /// `inlet_router_dead_letters_total`.
     pub dead_letters: IntCounter,
+    /// Reconciliation (DESIGN §5.2).
+    pub reconcile: ReconcileMetrics,
+}
+
+/// The router's reconciliation metrics.
+#[derive(Clone)]
+pub struct ReconcileMetrics {
+    /// `inlet_reconcile_passes_total{outcome}`: `complete` (every owned repository read),
+    /// `incomplete` (some could not be read, or the pass ran out of its time share),
+    /// `skipped` (nothing owned, or reconciliation cannot work: see the log).
+    pub passes: IntCounterVec,
+    /// `inlet_reconcile_pass_duration_seconds`.
+    pub pass_seconds: Histogram,
+    /// `inlet_reconcile_recovered_total{kind}`: deliveries synthesized, `push` or
+    /// `pull_request`. Anything above zero means Bitbucket's webhooks are failing.
+    pub recovered: IntCounterVec,
+    /// `inlet_reconcile_errors_total{reason}`: repositories a pass could not read, by reason
+    /// (the Bitbucket client's codes, `private_host`, `no_access_token`, …).
+    pub errors: IntCounterVec,
+    /// `inlet_reconcile_repositories`: repositories with stacks this router owned in its last pass.
+    pub repositories: IntGauge,
+    /// `inlet_reconcile_heads`: last-seen heads this router remembers (every router's).
+    pub heads: IntGauge,
 }
 
 /// The workers' metrics.
@@ -376,7 +399,7 @@ impl Metrics {
             crate::records::Stage::Router => Some(&self.router.dead_letters),
             crate::records::Stage::Workers => Some(&self.workers.dead_letters),
             crate::records::Stage::Reporter => Some(&self.reporter.dead_letters),
-            crate::records::Stage::Ingest => None,
+            crate::records::Stage::Ingest | crate::records::Stage::Reconciler => None,
         }
     }
 
@@ -448,6 +471,40 @@ impl Metrics {
                 "inlet_router_dead_letters_total",
                 "Webhook records sent to the dead-letter topic.",
             ),
+            reconcile: ReconcileMetrics {
+                passes: counter_vec(
+                    "inlet_reconcile_passes_total",
+                    "Reconciliation passes by outcome (complete, incomplete, skipped).",
+                    &["outcome"],
+                ),
+                pass_seconds: histogram(
+                    "inlet_reconcile_pass_duration_seconds",
+                    "Time one reconciliation pass took.",
+                    vec![
+                        0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 150.0, 300.0, 900.0,
+                    ],
+                ),
+                recovered: counter_vec(
+                    "inlet_reconcile_recovered_total",
+                    "Deliveries Bitbucket never made that reconciliation synthesized, by kind.",
+                    &["kind"],
+                ),
+                errors: counter_vec(
+                    "inlet_reconcile_errors_total",
+                    "Repositories a reconciliation pass could not read, by reason.",
+                    &["reason"],
+                ),
+                repositories: IntGauge::new(
+                    "inlet_reconcile_repositories",
+                    "Repositories with stacks this router owned in its last reconciliation pass.",
+                )
+                .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+                heads: IntGauge::new(
+                    "inlet_reconcile_heads",
+                    "Last-seen branch heads and pull-request commits this router remembers.",
+                )
+                .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+            },
         };
         let workers = WorkersMetrics {
             decisions: counter_vec(
@@ -555,6 +612,12 @@ impl Metrics {
             Box::new(router.triggers.clone()),
             Box::new(router.processing_seconds.clone()),
             Box::new(router.dead_letters.clone()),
+            Box::new(router.reconcile.passes.clone()),
+            Box::new(router.reconcile.pass_seconds.clone()),
+            Box::new(router.reconcile.recovered.clone()),
+            Box::new(router.reconcile.errors.clone()),
+            Box::new(router.reconcile.repositories.clone()),
+            Box::new(router.reconcile.heads.clone()),
             Box::new(workers.decisions.clone()),
             Box::new(workers.duplicate_runs.clone()),
             Box::new(workers.end_to_end_seconds.clone()),

@@ -33,6 +33,9 @@ pub struct Output {
     pub payload: Bytes,
     /// Record headers, in order.
     pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// A tombstone: the record has no value at all (not an empty one), so compaction removes
+    /// the key from a compacted topic.
+    pub tombstone: bool,
 }
 
 impl Output {
@@ -48,6 +51,17 @@ impl Output {
             key: key.as_bytes().to_vec(),
             payload: payload.into(),
             headers: Vec::new(),
+            tombstone: false,
+        }
+    }
+
+    /// A tombstone for `key` on the compacted `topic`.
+    pub fn tombstone(topic: &str, key: &str) -> Output {
+        Output {
+            topic: topic.to_owned(),
+            key: key.as_bytes().to_vec(),
+            tombstone: true,
+            ..Output::default()
         }
     }
 
@@ -81,6 +95,7 @@ impl Output {
             key: message.key().unwrap_or_default().to_vec(),
             payload: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
             headers: Vec::new(),
+            tombstone: false,
         };
         if let Some(original) = message.headers() {
             for header in original.iter() {
@@ -98,9 +113,10 @@ impl Output {
     }
 
     fn record(&self) -> FutureRecord<'_, [u8], [u8]> {
-        let mut record = FutureRecord::to(&self.topic)
-            .key(&self.key[..])
-            .payload(&self.payload[..]);
+        let mut record = FutureRecord::to(&self.topic).key(&self.key[..]);
+        if !self.tombstone {
+            record = record.payload(&self.payload[..]);
+        }
         if !self.headers.is_empty() {
             let mut headers = OwnedHeaders::new_with_capacity(self.headers.len());
             for (key, value) in &self.headers {

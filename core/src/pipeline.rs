@@ -34,8 +34,9 @@ use crate::output::{Outputs, is_fatal};
 
 /// What the consume loop of a stage (router, workers) runs with, built by the caller.
 pub struct StageDeps {
-    /// Consumer subscribed to the stage's input topic, offsets stored manually.
-    pub consumer: StreamConsumer,
+    /// Consumer subscribed to the stage's input topic, offsets stored manually. Shared, so a
+    /// stage can ask which partitions the group assigned it (the router's reconciler does).
+    pub consumer: Arc<StreamConsumer>,
     /// The idempotent producer.
     pub producer: Producer,
     /// Topic names.
@@ -76,6 +77,7 @@ fn dead_letter(dlq_topic: &str, stage: &str, message: &OwnedMessage, reason: &st
         key: message.key().unwrap_or_default().to_vec(),
         payload: bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default()),
         headers: Vec::new(),
+        tombstone: false,
     };
     if let Some(original) = message.headers() {
         for header in original.iter() {
@@ -125,7 +127,7 @@ pub async fn run<H: Handler>(
         handler,
         shutdown,
     };
-    let consumer = Arc::new(deps.consumer);
+    let consumer = deps.consumer;
     let reported = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
     lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
@@ -379,6 +381,7 @@ impl Refused {
                 output.payload.clone()
             },
             headers: output.headers.clone(),
+            tombstone: false,
         };
         if too_large {
             letter = letter.header(

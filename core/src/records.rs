@@ -12,6 +12,8 @@ pub const RUN_SCHEMA: &str = "inlet.run/v1";
 pub const DELIVERY_SCHEMA: &str = "inlet.delivery/v1";
 /// `schema` of [`RunUpdate`].
 pub const RUN_UPDATE_SCHEMA: &str = "inlet.run-update/v1";
+/// `schema` of [`HeadRecord`].
+pub const HEAD_SCHEMA: &str = "inlet.head/v1";
 
 /// Header names of records on `inlet.webhooks` (the value is the raw request body).
 pub mod headers {
@@ -33,6 +35,10 @@ pub mod headers {
     /// Present (`true`) on a webhook re-published by redelivery or replay: the router's duplicate
     /// filter lets it through (run deduplication still applies).
     pub const REDELIVERY: &str = "inlet-redelivery";
+    /// Present on a delivery the reconciler synthesized (DESIGN §5.2): what a webhook Bitbucket
+    /// never delivered would have brought. Its value is the reconcile pass's id. Ingest never
+    /// writes it, so no HTTP request can claim it.
+    pub const RECOVERED: &str = "inlet-recovered";
     /// On `inlet.dlq`: the stage that gave up on the record.
     pub const ERROR_STAGE: &str = "inlet-error-stage";
     /// On `inlet.dlq`: why.
@@ -306,6 +312,65 @@ impl RunState {
     }
 }
 
+/// A last-seen head on `inlet.heads` (compacted; keyed by [`HeadRecord::key`]): the commit the
+/// router last saw on a branch that stacks track, or on an open pull request into such a branch.
+/// Reconciliation (DESIGN §5.2) compares them with Bitbucket's heads. A head no stack needs any
+/// more (branch untracked, pull request closed) is removed with a tombstone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct HeadRecord {
+    /// Always [`HEAD_SCHEMA`].
+    pub schema: String,
+    /// The integration's incarnation: a re-created integration starts with no heads.
+    pub integration_id: String,
+    /// The integration's name.
+    pub integration: String,
+    /// `PROJECT/repo`, as Bitbucket spells it.
+    pub repository: String,
+    /// The branch (short name); for a pull request, its target.
+    pub branch: String,
+    /// For a pull request into `branch`: which one, and where it comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<PullRequestHead>,
+    /// The commit last seen: the branch's head, or the pull request's latest source commit.
+    pub commit: String,
+    /// On a branch head: a reconcile pass has listed the branch's open pull requests, so a later
+    /// pass reads a pull request it does not know as one opened while webhooks failed (before
+    /// that, every open pull request is only recorded).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reconciled: bool,
+    /// When the head was last seen (RFC 3339).
+    pub at: String,
+}
+
+/// The pull request of a [`HeadRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PullRequestHead {
+    /// Its id in the target repository.
+    pub id: u64,
+    /// Its source branch (short name).
+    pub from_branch: String,
+    /// Its source repository (`PROJECT/repo`; another one for a fork).
+    pub from_repository: String,
+}
+
+impl HeadRecord {
+    /// The record's key: the integration incarnation, the repository in lower case, and the
+    /// branch or pull request. Keys of one repository share the prefix [`HeadRecord::prefix`].
+    pub fn key(&self) -> String {
+        let prefix = HeadRecord::prefix(&self.integration_id, &self.repository);
+        match &self.pull_request {
+            Some(pr) => format!("{prefix}pull-request/{}", pr.id),
+            None => format!("{prefix}branch/{}", self.branch),
+        }
+    }
+
+    /// The key prefix of every head of `repository` under integration incarnation
+    /// `integration_id`.
+    pub fn prefix(integration_id: &str, repository: &str) -> String {
+        format!("{integration_id}/{}/", repository.to_lowercase())
+    }
+}
+
 /// What a run scheduler writes back on `inlet.run-updates`, keyed by stack id (DESIGN §4.3): the
 /// reporter shows it on the run's commit in Bitbucket.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -396,6 +461,8 @@ pub enum Stage {
     Workers,
     /// Decisions and run updates to Bitbucket build statuses.
     Reporter,
+    /// The router's reconciliation: deliveries Bitbucket never made, found and synthesized.
+    Reconciler,
 }
 
 impl Stage {
@@ -406,6 +473,7 @@ impl Stage {
             Stage::Router => "router",
             Stage::Workers => "workers",
             Stage::Reporter => "reporter",
+            Stage::Reconciler => "reconciler",
         }
     }
 }
@@ -436,6 +504,10 @@ pub enum DeliveryOutcome {
     /// (`unknown_run`, `stack_deleted`, `integration_detached`, `already_posted`, `superseded`,
     /// `bitbucket_refused: …`).
     NotReported,
+    /// The reconciler found a change no webhook brought and synthesized its delivery (`reasons`:
+    /// what was missing, `missing_push: {ref} {from}..{to}` or
+    /// `missing_pull_request_update: pull-request/{id} {from}..{to}`, and `reconcile: {id}`).
+    Recovered,
 }
 
 /// One step in the story of a delivery, on `inlet.deliveries` keyed by delivery id: what each stage
@@ -667,6 +739,7 @@ pub fn json_schemas() -> Vec<(&'static str, serde_json::Value)> {
         ("run-update.schema.json", of::<RunUpdate>(RUN_UPDATE_SCHEMA)),
         ("delivery.schema.json", of::<DeliveryEvent>(DELIVERY_SCHEMA)),
         ("trigger.schema.json", of::<StackTrigger>(TRIGGER_SCHEMA)),
+        ("head.schema.json", of::<HeadRecord>(HEAD_SCHEMA)),
     ]
 }
 

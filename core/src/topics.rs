@@ -9,6 +9,8 @@ pub struct TopicSpec {
     pub partitions: i32,
     /// `retention.ms`; `-1` keeps records forever.
     pub retention_ms: i64,
+    /// `cleanup.policy=compact`: only the latest record per key is kept (state topics).
+    pub compacted: bool,
 }
 
 const DAY_MS: i64 = 24 * 60 * 60 * 1000;
@@ -67,12 +69,19 @@ impl Topics {
         format!("{}dlq", self.prefix)
     }
 
+    /// The router's last-seen branch heads and pull-request commits (reconciliation), keyed
+    /// per head; compacted, so it holds one record per head that stacks track.
+    pub fn heads(&self) -> String {
+        format!("{}heads", self.prefix)
+    }
+
     /// Every topic with its creation settings.
     pub fn specs(&self) -> Vec<TopicSpec> {
         let spec = |name: String, partitions, retention_ms| TopicSpec {
             name,
             partitions,
             retention_ms,
+            compacted: false,
         };
         vec![
             spec(self.control(), 1, -1),
@@ -82,6 +91,10 @@ impl Topics {
             spec(self.deliveries(), 6, 7 * DAY_MS),
             spec(self.run_updates(), 12, 7 * DAY_MS),
             spec(self.dlq(), 1, 30 * DAY_MS),
+            TopicSpec {
+                compacted: true,
+                ..spec(self.heads(), 12, -1)
+            },
         ]
     }
 }
@@ -109,8 +122,14 @@ mod tests {
                 ("inlet.deliveries", 6),
                 ("inlet.run-updates", 12),
                 ("inlet.dlq", 1),
+                ("inlet.heads", 12),
             ]
         );
         assert_eq!(specs[0].retention_ms, -1);
+        assert!(
+            specs
+                .iter()
+                .all(|s| s.compacted == (s.name == "inlet.heads"))
+        );
     }
 }

@@ -36,12 +36,14 @@ impl Handler for Misbehaving {
                 key: b"k".to_vec(),
                 payload: vec![b'x'; 2 * 1024 * 1024].into(),
                 headers: Vec::new(),
+                tombstone: false,
             }]),
             other => Ok(vec![Output {
                 topic: self.topic.clone(),
                 key: b"k".to_vec(),
                 payload: other.to_vec().into(),
                 headers: Vec::new(),
+                tombstone: false,
             }]),
         }
     }
@@ -82,6 +84,7 @@ async fn panics_and_refused_outputs_go_to_the_dlq() {
             key: b"same-partition".to_vec(),
             payload: payload.as_bytes().to_vec().into(),
             headers: Vec::new(),
+            tombstone: false,
         };
         outputs
             .send(&input, Duration::from_secs(10))
@@ -95,7 +98,7 @@ async fn panics_and_refused_outputs_go_to_the_dlq() {
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
     let deps = StageDeps {
-        consumer,
+        consumer: std::sync::Arc::new(consumer),
         producer,
         topics: topics.clone(),
         drain: Duration::from_secs(5),

@@ -72,6 +72,7 @@ impl WebhookRecord {
             key: self.key.as_bytes().to_vec(),
             payload: self.verified.body.clone(),
             headers: Vec::with_capacity(7),
+            tombstone: false,
         };
         output
             .header(headers::DELIVERY_ID, &self.delivery_id)

@@ -32,6 +32,65 @@ pub struct Target {
     pub token: Secret,
 }
 
+/// Why an integration's Bitbucket cannot be called.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreachable {
+    /// Stable reason: `integration_gone`, `private_host`, `no_access_token`, `no_secrets_key`,
+    /// `access_token_unreadable`.
+    pub code: &'static str,
+    /// One sentence for logs and the delivery log.
+    pub message: String,
+}
+
+/// Where `integration`'s Bitbucket is and the token to call it with, opened with `secrets_key`.
+pub fn target(
+    registry: &Registry,
+    secrets_key: Option<&SecretsKey>,
+    integration: &str,
+) -> Result<Target, Unreachable> {
+    let fail = |code, message: String| Err(Unreachable { code, message });
+    let Some(integration) = registry.integration(integration) else {
+        return fail(
+            "integration_gone",
+            format!("integration `{integration}` no longer exists"),
+        );
+    };
+    if integration.api_host_url.starts_with("private://") {
+        return fail(
+            "private_host",
+            format!(
+                "{} is reached through a VCS agent pool, which inlet cannot call",
+                integration.api_host_url
+            ),
+        );
+    }
+    if integration.access_token.is_empty() {
+        return fail(
+            "no_access_token",
+            "the integration has no access token".to_owned(),
+        );
+    }
+    let Some(key) = secrets_key else {
+        return fail(
+            "no_secrets_key",
+            "this router has no secrets key to open the integration's access token".to_owned(),
+        );
+    };
+    match key.open(
+        &integration.access_token,
+        &integration.access_token_context(),
+    ) {
+        Ok(token) => Ok(Target {
+            base_url: integration.api_host_url.clone(),
+            token,
+        }),
+        Err(err) => fail(
+            "access_token_unreadable",
+            format!("the access token cannot be opened: {err}"),
+        ),
+    }
+}
+
 /// The paths one change touched.
 #[derive(Debug, Clone, Default)]
 pub struct ChangedFiles {
@@ -248,33 +307,8 @@ impl<S: ChangesSource> PathFilters<S> {
             .clone()
     }
 
-    /// Where the integration's Bitbucket is, or why it cannot be asked.
     fn target(&self, registry: &Registry, integration: &str) -> Result<Target, String> {
-        let integration = registry
-            .integration(integration)
-            .ok_or_else(|| format!("integration `{integration}` no longer exists"))?;
-        if integration.api_host_url.starts_with("private://") {
-            return Err(format!(
-                "{} is reached through a VCS agent pool, which inlet cannot call",
-                integration.api_host_url
-            ));
-        }
-        if integration.access_token.is_empty() {
-            return Err("the integration has no access token".to_owned());
-        }
-        let key = self.secrets_key.as_ref().ok_or_else(|| {
-            "this router has no secrets key to open the integration's access token".to_owned()
-        })?;
-        let token = key
-            .open(
-                &integration.access_token,
-                &integration.access_token_context(),
-            )
-            .map_err(|err| format!("the access token cannot be opened: {err}"))?;
-        Ok(Target {
-            base_url: integration.api_host_url.clone(),
-            token,
-        })
+        target(registry, self.secrets_key.as_ref(), integration).map_err(|err| err.message)
     }
 
     /// The answer for `scope` (from the cache when it holds one), and whether it was cached.

@@ -25,7 +25,9 @@
 #![warn(missing_docs)]
 
 pub mod filter;
+pub mod heads;
 pub mod history;
+pub mod reconcile;
 pub mod route;
 pub mod telemetry;
 
@@ -36,11 +38,13 @@ use inlet_bitbucket::{self as bitbucket, Event};
 use inlet_control::StageDeps;
 use inlet_control::control_log::{CONTROL_WAIT, ControlLog};
 use inlet_control::crypto::SecretsKey;
+use inlet_control::registry::Registry;
 use inlet_core::CancellationToken;
-use inlet_core::config::StageConfig;
+use inlet_core::config::{ReconcileConfig, StageConfig};
 use inlet_core::dedup::SeenWindow;
 use inlet_core::kafka::{Kafka, header};
 use inlet_core::metrics::RouterMetrics;
+use inlet_core::output::Outputs;
 use inlet_core::pipeline::{self, Handler, Output, Poison};
 use inlet_core::records::{
     Delivery, DeliveryEvent, DeliveryOutcome, RecordPosition, Stage, headers, trace_id,
@@ -51,6 +55,8 @@ use rdkafka::message::OwnedMessage;
 use tracing::Instrument;
 
 use crate::filter::{ChangesSource, PathFilters};
+use crate::heads::Heads;
+use crate::reconcile::{Reconciler, RefsSource};
 use crate::route::{IgnoredReason, Routed, route_pull_request, route_push};
 use crate::telemetry::{Routing, RoutingOutcome};
 
@@ -68,12 +74,16 @@ pub struct Deps<S> {
     /// Opens integrations' access tokens; without it path filters fail open.
     pub secrets_key: Option<SecretsKey>,
     /// The cluster and this stage's consumer group, to rebuild the duplicate window from what
-    /// the group already routed ([`history`]); `None` starts with an empty window.
+    /// the group already routed ([`history`]) and to load the last-seen heads ([`heads`]);
+    /// `None` starts with an empty window, no heads and no reconciliation.
     pub history: Option<(Kafka, String)>,
+    /// Reconciliation's interval and bounds ([`reconcile`]).
+    pub reconcile: ReconcileConfig,
 }
 
-/// Routes until `shutdown`, then drains in-flight outputs and commits.
-pub async fn run<S: ChangesSource>(
+/// Routes until `shutdown`, then drains in-flight outputs and commits. Reconciliation runs
+/// beside routing, on the same consumer's partitions.
+pub async fn run<S: ChangesSource + RefsSource + Clone>(
     config: &StageConfig,
     deps: Deps<S>,
     shutdown: CancellationToken,
@@ -89,15 +99,88 @@ pub async fn run<S: ChangesSource>(
     if let Some((kafka, group)) = &deps.history {
         remember_routed(&mut seen, kafka, group, &stage.pipeline.topics.webhooks()).await;
     }
+    let heads = Heads::new(stage.pipeline.metrics.router.reconcile.heads.clone());
+    if let Some((kafka, _)) = &deps.history {
+        let own = Own {
+            source: deps.changes.clone(),
+            secrets_key: deps.secrets_key.clone(),
+            config: deps.reconcile.clone(),
+        };
+        start_reconciler(kafka, &stage, own, &heads, shutdown.clone()).await;
+    }
     let handler = Router {
         metrics: stage.pipeline.metrics.router.clone(),
         control: stage.control,
         filters: PathFilters::new(deps.changes, deps.secrets_key),
         triggers_topic: stage.pipeline.topics.triggers(),
         deliveries_topic: stage.pipeline.topics.deliveries(),
+        heads_topic: stage.pipeline.topics.heads(),
+        heads,
         seen: Mutex::new(seen),
     };
     pipeline::run_stage(stage.pipeline, handler, config, shutdown).await
+}
+
+/// What the reconciler takes from the router's [`Deps`].
+struct Own<S> {
+    source: S,
+    secrets_key: Option<SecretsKey>,
+    config: ReconcileConfig,
+}
+
+/// Loads the last-seen heads, then starts the reconciler in the background. Trouble is logged:
+/// routing never waits for reconciliation.
+async fn start_reconciler<S: RefsSource>(
+    kafka: &Kafka,
+    stage: &StageDeps,
+    deps: Own<S>,
+    heads: &Heads,
+    shutdown: CancellationToken,
+) {
+    let topics = &stage.pipeline.topics;
+    if let Ok(Some(policy)) = kafka.topic_config(&topics.heads(), "cleanup.policy").await
+        && !policy.contains("compact")
+    {
+        tracing::warn!(
+            topic = %topics.heads(),
+            %policy,
+            "the heads topic is not compacted: it grows with every push instead of holding one \
+             record per head (set cleanup.policy=compact)"
+        );
+    }
+    if let Err(err) = heads::load(kafka, &topics.heads(), heads, shutdown.clone()).await {
+        tracing::warn!(error = %err, "cannot read the heads topic; reconciliation is off");
+        return;
+    }
+    let partitions = match kafka.partition_count(&topics.webhooks()).await {
+        Ok(partitions) => partitions,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot count the webhooks topic's partitions; reconciliation is off");
+            return;
+        }
+    };
+    let partitioner = kafka.partitioner().to_owned();
+    if inlet_core::kafka::partition_for(&partitioner, b"probe", partitions).is_none() {
+        tracing::warn!(
+            %partitioner,
+            "the producer's partitioner does not place records by key, so no router can tell \
+             which repositories it owns; reconciliation is off"
+        );
+        return;
+    }
+    let reconciler = Reconciler {
+        source: deps.source,
+        control: stage.control.clone(),
+        heads: heads.clone(),
+        outputs: Outputs::new(stage.pipeline.producer.clone()),
+        topics: topics.clone(),
+        consumer: stage.pipeline.consumer.clone(),
+        partitioning: (partitioner, partitions),
+        secrets_key: deps.secrets_key,
+        metrics: stage.pipeline.metrics.router.reconcile.clone(),
+        config: deps.config,
+    };
+    tokio::spawn(reconciler.run(shutdown));
 }
 
 /// Seeds `seen` with the deliveries `group` routed within the window (see [`history`]). A
@@ -140,6 +223,8 @@ struct Router<S> {
     filters: PathFilters<S>,
     triggers_topic: String,
     deliveries_topic: String,
+    heads_topic: String,
+    heads: Heads,
     seen: Mutex<SeenWindow>,
 }
 
@@ -221,14 +306,27 @@ impl<S: ChangesSource> Router<S> {
                     });
                 }
             };
-        let mut routed = self.apply_rules(delivery, &event);
+        let (mut routed, head_changes) = {
+            let registry = self.control.read();
+            let changes = self.heads.observe(&registry, &delivery.integration, &event);
+            (apply_rules(&registry, delivery, &event), changes)
+        };
+        if header(message, headers::RECOVERED).is_some() {
+            for trigger in &mut routed.triggers {
+                trigger.trigger.recovered = true;
+            }
+        }
         let filtered = self
             .filters
             .apply(&self.control, &delivery.integration, &mut routed)
             .await;
         record.reasons = filtered.reasons.clone();
         routing.filtered = filtered;
-        Ok(self.outputs(message, routed, record, routing))
+        // Remembered now, written with the webhook's outputs (so before its offset is stored).
+        self.heads.apply(&head_changes);
+        let mut outputs = self.outputs(message, routed, record, routing);
+        outputs.extend(heads::outputs(&self.heads_topic, &head_changes));
+        Ok(outputs)
     }
 
     /// Why this delivery is one already routed within the window, unless it is a redelivery an
@@ -251,17 +349,6 @@ impl<S: ChangesSource> Router<S> {
             (false, _) => Some("duplicate_delivery"),
             (true, false) => Some("replayed_body"),
             (true, true) => None,
-        }
-    }
-
-    /// The trigger rules of DESIGN §5 over the current registry.
-    fn apply_rules(&self, delivery: &Delivery, event: &Event) -> Routed {
-        let registry = self.control.read();
-        match event {
-            Event::Push(push) => route_push(&registry, delivery, push),
-            Event::PullRequest(action, event) => {
-                route_pull_request(&registry, delivery, *action, event)
-            }
         }
     }
 
@@ -298,6 +385,14 @@ impl<S: ChangesSource> Router<S> {
 
     fn delivery_output(&self, record: &DeliveryEvent) -> Output {
         Output::delivery_event(&self.deliveries_topic, record)
+    }
+}
+
+/// The trigger rules of DESIGN §5 over `registry`.
+fn apply_rules(registry: &Registry, delivery: &Delivery, event: &Event) -> Routed {
+    match event {
+        Event::Push(push) => route_push(registry, delivery, push),
+        Event::PullRequest(action, event) => route_pull_request(registry, delivery, *action, event),
     }
 }
 

@@ -479,9 +479,21 @@ pub async fn produce(
 
 /// The fake Bitbucket requiring `token`, `inlet dev` allowed to call it (plain http), and the
 /// default integration `bb` on it with that token: (the fake, the process, the admin key).
+/// Periodic reconciliation is off (`INLET_RECONCILE_INTERVAL_S=0`), so the fake sees only the
+/// calls a test causes; [`dev_on_fake_with`] sets other environment.
 pub async fn dev_on_fake(token: &str) -> (inlet_bitbucket::fake::FakeBitbucket, Inlet, String) {
+    dev_on_fake_with(token, &[("INLET_RECONCILE_INTERVAL_S", "0")]).await
+}
+
+/// [`dev_on_fake`] with `env` for the process.
+pub async fn dev_on_fake_with(
+    token: &str,
+    env: &[(&str, &str)],
+) -> (inlet_bitbucket::fake::FakeBitbucket, Inlet, String) {
     let fake = inlet_bitbucket::fake::FakeBitbucket::start().await;
     fake.require_token(token);
+    let mut env = env.to_vec();
+    env.push(("INLET_BITBUCKET_ALLOW_HTTP", "true"));
     let dev = Inlet::start(
         &[
             "dev",
@@ -490,7 +502,7 @@ pub async fn dev_on_fake(token: &str) -> (inlet_bitbucket::fake::FakeBitbucket, 
             "--admin-addr",
             "127.0.0.1:0",
         ],
-        &[("INLET_BITBUCKET_ALLOW_HTTP", "true")],
+        &env,
     );
     let key = dev.ready.admin_key.clone().expect("admin key");
     let created = admin(
@@ -504,6 +516,20 @@ pub async fn dev_on_fake(token: &str) -> (inlet_bitbucket::fake::FakeBitbucket, 
     .await;
     assert_eq!(created.status, 201, "{created:?}");
     (fake, dev, key)
+}
+
+/// A loopback address with a port that was free a moment ago, for a process's listener whose
+/// address a test must know (the ready file does not name the operations listener).
+pub fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}
+
+/// The `/metrics` text served at `addr`.
+pub async fn metrics_at(addr: &str) -> String {
+    let answer = send("GET", &format!("http://{addr}/metrics"), &[], "").await;
+    assert_eq!(answer.status, 200);
+    String::from_utf8_lossy(&answer.body).into_owned()
 }
 
 /// An embedded broker run alone (`inlet dev --only-broker`) and a config for stage processes
@@ -541,6 +567,11 @@ impl Cluster {
 
     /// A stage process (`ingest`, `router`, `workers`, `reporter`) against the broker.
     pub fn stage(&self, stage: &str) -> Inlet {
+        self.stage_with(stage, &[])
+    }
+
+    /// [`Cluster::stage`] with more arguments (e.g. `--metrics-addr`).
+    pub fn stage_with(&self, stage: &str, extra: &[&str]) -> Inlet {
         let config = self
             .config
             .path()
@@ -548,6 +579,7 @@ impl Cluster {
             .to_string_lossy()
             .into_owned();
         let mut args = vec![stage, "--kafka-bootstrap-servers", self.bootstrap.as_str()];
+        args.extend_from_slice(extra);
         if stage == "ingest" {
             args.extend([
                 "--webhook-addr",
