@@ -605,3 +605,102 @@ async fn two_routers_share_a_thousand_repositories() {
         0.0
     );
 }
+
+/// Literally with the ingress down, and across a router restart: the periodic pass of a router
+/// started after the push knows the heads its predecessor recorded (read back from
+/// `inlet.heads`), recovers the push, and the webhook resent once ingest is back runs nothing
+/// twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_router_recovers_a_push_made_while_ingest_was_down() {
+    let cluster = common::Cluster::start(&[
+        ("INLET_RECONCILE_INTERVAL_S", "2"),
+        ("INLET_BITBUCKET_ALLOW_HTTP", "true"),
+    ]);
+    let fake = FakeBitbucket::start().await;
+    fake.require_token(TOKEN);
+    fake.set_branch("INFRA/network", "main", Some(&sha('a')));
+    let mut ingest = cluster.stage("ingest");
+    let key = cluster.admin_key;
+    let created = admin(
+        &ingest,
+        key,
+        "POST",
+        "/integrations",
+        json!({"name": "bb", "is_default": true, "api_host_url": fake.base_url(),
+               "username": "inlet", "access_token": TOKEN}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
+    let stack = admin(
+        &ingest,
+        key,
+        "POST",
+        "/stacks",
+        json!({"id": "net", "name": "net", "repository": "INFRA/network", "branch": "main"}),
+    )
+    .await;
+    assert_eq!(stack.status, 201, "{stack:?}");
+    let secret = admin(&ingest, key, "GET", "/integrations/bb/details", Value::Null)
+        .await
+        .json()["webhook_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let _workers = cluster.stage("workers");
+    let addr = common::free_addr();
+    let mut router = cluster.stage_with("router", &["--metrics-addr", &addr]);
+    // The first periodic pass records the head.
+    wait_for(&addr, "the head recorded", |t| {
+        metric_in(t, "inlet_reconcile_heads", "") >= 1.0
+    })
+    .await;
+
+    // Ingest and the router go down; Bitbucket's push finds nobody.
+    ingest.kill();
+    router.kill();
+    fake.set_branch("INFRA/network", "main", Some(&sha('1')));
+    let addr = common::free_addr();
+    let _router = cluster.stage_with("router", &["--metrics-addr", &addr]);
+    let mut runs = TopicReader::new(&cluster.bootstrap, "inlet.runs").await;
+    runs.until(WAIT, |r| !r.is_empty()).await;
+    let run = &runs.values()[0];
+    assert_eq!(run["commit"]["sha"], sha('1'));
+    assert_eq!(run["run_type"], "tracked");
+    assert_eq!(run["trigger"]["recovered"], true);
+
+    // Ingest is back and the webhook is resent: the same run, not decided again.
+    let ingest = cluster.stage("ingest");
+    let body = json!({"eventKey": "repo:refs_changed", "date": "2026-12-02T10:00:00+0000",
+        "repository": {"slug": "network", "project": {"key": "INFRA"}},
+        "changes": [{"ref": {"id": "refs/heads/main", "displayId": "main", "type": "BRANCH"},
+                     "refId": "refs/heads/main", "fromHash": sha('a'), "toHash": sha('1'), "type": "UPDATE"}]});
+    let sent = webhook(
+        &ingest.webhook_url("bb"),
+        "repo:refs_changed",
+        "late-after-restart",
+        &secret,
+        body.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(sent.status, 202, "{sent:?}");
+    let mut deliveries = TopicReader::new(&cluster.bootstrap, "inlet.deliveries").await;
+    deliveries
+        .until(WAIT, |r| {
+            r.iter().any(|m| {
+                header(m, "inlet-delivery-id").is_none()
+                    && String::from_utf8_lossy(rdkafka::Message::key(m).unwrap_or_default())
+                        == "late-after-restart"
+                    && String::from_utf8_lossy(rdkafka::Message::payload(m).unwrap_or_default())
+                        .contains("\"stage\":\"workers\"")
+            })
+        })
+        .await;
+    let late: Vec<Value> = deliveries
+        .values()
+        .into_iter()
+        .filter(|v| v["delivery_id"] == "late-after-restart" && v["stage"] == "workers")
+        .collect();
+    assert_eq!(late[0]["outcome"], "duplicate_run", "{late:?}");
+    runs.settle(Duration::from_secs(1)).await;
+    assert_eq!(runs.records.len(), 1);
+}
