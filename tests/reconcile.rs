@@ -352,7 +352,7 @@ async fn nothing_missing_reads_only_and_an_outage_emits_nothing() {
     env.fake
         .set_branch("INFRA/network", "main", Some(&sha('1')));
     env.fake.fail_next(10_000, 500, None);
-    reconcile(&env, 2.0).await;
+    let failed_pass = reconcile(&env, 2.0).await;
     assert!(
         metric(
             &env.dev,
@@ -380,6 +380,28 @@ async fn nothing_missing_reads_only_and_an_outage_emits_nothing() {
         env.dev
             .log()
             .contains("reconciliation could not read the repository")
+    );
+    // The delivery log keeps the pass's outcome under its id.
+    let deadline = Instant::now() + WAIT;
+    let summary = loop {
+        let path = format!("/deliveries/{failed_pass}");
+        let story = admin(&env.dev, &env.key, "GET", &path, Value::Null).await;
+        if story.status == 200 {
+            break story.json();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no story for {failed_pass}: {story:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let event = &summary["events"][0];
+    assert_eq!(event["stage"], "reconciler", "{summary}");
+    assert_eq!(event["outcome"], "reconciled", "{summary}");
+    assert_eq!(
+        event["reasons"],
+        json!(["repositories: 2", "recovered: 0", "failed: status_5xx: 2"]),
+        "{summary}"
     );
 
     // Bitbucket is back: the next pass recovers the push.

@@ -508,6 +508,12 @@ pub enum DeliveryOutcome {
     /// what was missing, `missing_push: {ref} {from}..{to}` or
     /// `missing_pull_request_update: pull-request/{id} {from}..{to}`, and `reconcile: {id}`).
     Recovered,
+    /// A reconcile pass an operator asked for ran on one router (`delivery_id` is the
+    /// `reconcile_id`; each router that owns repositories writes one). `reasons`:
+    /// `repositories: N`, `recovered: N`, `failed: {reason}: N` per reason, and
+    /// `left_for_next_pass: N` when it ran out of time. Repository names stay in the router's
+    /// log: the integration may be shared by teams that must not see each other's.
+    Reconciled,
 }
 
 /// One step in the story of a delivery, on `inlet.deliveries` keyed by delivery id: what each stage

@@ -462,7 +462,11 @@ impl<S: RefsSource> Reconciler<S> {
     /// and one whenever an operator asks for one.
     pub async fn run(self, shutdown: CancellationToken) {
         let interval = Duration::from_secs(self.config.interval_s);
-        let mut handled: HashMap<String, String> = self.requests();
+        let mut handled: HashMap<String, String> = self
+            .requests()
+            .into_iter()
+            .map(|(name, (id, _))| (name, id))
+            .collect();
         let mut next =
             (!interval.is_zero()).then(|| Instant::now() + jitter(interval.min(FIRST_PASS_WITHIN)));
         let mut cursor = 0usize;
@@ -476,13 +480,24 @@ impl<S: RefsSource> Reconciler<S> {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(REQUEST_POLL) => {}
             }
-            for (integration, reconcile_id) in self.requests() {
+            for (integration, (reconcile_id, integration_id)) in self.requests() {
                 if handled.get(&integration) == Some(&reconcile_id) {
                     continue;
                 }
                 handled.insert(integration.clone(), reconcile_id.clone());
                 let report = self.pass(Some(&integration), &reconcile_id, &mut 0).await;
                 log_pass(&reconcile_id, Some(&integration), &report);
+                if report.owned_partitions > 0 {
+                    let summary = summary(
+                        (&integration, &integration_id),
+                        &reconcile_id,
+                        &report,
+                        &self.topics,
+                    );
+                    if let Err(err) = self.send(&summary).await {
+                        tracing::warn!(reconcile_id, error = %err.message, "cannot record the pass in the delivery log");
+                    }
+                }
             }
             if next.is_some_and(|at| Instant::now() >= at) {
                 let reconcile_id = format!("periodic-{}", uuid_like());
@@ -499,8 +514,8 @@ impl<S: RefsSource> Reconciler<S> {
         }
     }
 
-    /// The on-demand requests in the registry: integration name → reconcile id.
-    fn requests(&self) -> HashMap<String, String> {
+    /// The on-demand requests in the registry: integration name → (reconcile id, incarnation).
+    fn requests(&self) -> HashMap<String, (String, String)> {
         let registry = self.control.read();
         registry
             .integrations()
@@ -508,7 +523,7 @@ impl<S: RefsSource> Reconciler<S> {
                 registry
                     .reconcile_request(&i.name)
                     .filter(|r| r.integration_id == i.id)
-                    .map(|r| (i.name.clone(), r.reconcile_id.clone()))
+                    .map(|r| (i.name.clone(), (r.reconcile_id.clone(), i.id.clone())))
             })
             .collect()
     }
@@ -764,6 +779,41 @@ impl<S: RefsSource> Reconciler<S> {
                 message: err.to_string(),
             })
     }
+}
+
+/// The delivery-log event of an on-demand pass: counts and reasons, no repository names.
+fn summary(
+    (integration, integration_id): (&str, &str),
+    reconcile_id: &str,
+    report: &PassReport,
+    topics: &Topics,
+) -> Output {
+    let mut event = DeliveryEvent::new(
+        reconcile_id,
+        integration,
+        Stage::Reconciler,
+        DeliveryOutcome::Reconciled,
+    );
+    event.integration_id = Some(integration_id.to_owned());
+    let mut failed: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, failure) in &report.failed {
+        *failed.entry(failure.code).or_default() += 1;
+    }
+    event.reasons = vec![
+        format!("repositories: {}", report.repositories),
+        format!("recovered: {}", report.recovered),
+    ];
+    event.reasons.extend(
+        failed
+            .iter()
+            .map(|(code, n)| format!("failed: {code}: {n}")),
+    );
+    if report.left > 0 {
+        event
+            .reasons
+            .push(format!("left_for_next_pass: {}", report.left));
+    }
+    Output::delivery_event(&topics.deliveries(), &event)
 }
 
 fn log_pass(reconcile_id: &str, only: Option<&str>, report: &PassReport) {
