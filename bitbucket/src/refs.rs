@@ -95,7 +95,13 @@ impl Client {
             {
                 Some(body) => {
                     let page: Page<RestCommit> = decode(&body)?;
-                    Ok(page.values.into_iter().next().map(|c| c.id))
+                    match page.values.into_iter().next() {
+                        Some(commit) if is_commit_id(&commit.id) => Ok(Some(commit.id)),
+                        Some(_) => Err(CallError::InvalidResponse {
+                            reason: "the branch head is not a commit id".to_owned(),
+                        }),
+                        None => Ok(None),
+                    }
                 }
                 None => Ok(None),
             }
@@ -128,7 +134,18 @@ impl Client {
                     ("limit", "100".to_owned()),
                 ];
                 let page: Page<RestPullRequest> = call.get_json(&path, &query).await?;
-                open.extend(page.values.into_iter().filter_map(pull_request));
+                for rest in page.values {
+                    match pull_request(rest) {
+                        Some(pr) if is_commit_id(&pr.latest_commit) && sane(&pr) => open.push(pr),
+                        Some(_) => {
+                            return Err(CallError::InvalidResponse {
+                                reason: "an open pull request's commit id or branch is malformed"
+                                    .to_owned(),
+                            });
+                        }
+                        None => {}
+                    }
+                }
                 match (page.is_last_page, page.next_page_start) {
                     (true, _) => return Ok(open),
                     (false, Some(next)) if next > start => start = next,
@@ -148,6 +165,20 @@ impl Client {
         .instrument(span)
         .await
     }
+}
+
+/// A commit id as Bitbucket writes them: 4 to 64 hex digits (SHA-1 or SHA-256, maybe
+/// abbreviated). Anything else from a server is refused rather than stored and replayed.
+fn is_commit_id(id: &str) -> bool {
+    (4..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Names within the bounds inlet keeps (a branch name of at most 1,024 bytes, a repository of
+/// at most 256), without control characters.
+fn sane(pr: &OpenPullRequest) -> bool {
+    let clean =
+        |s: &str, max: usize| !s.is_empty() && s.len() <= max && !s.chars().any(char::is_control);
+    clean(&pr.from_branch, 1_024) && clean(&pr.from_repository, 256)
 }
 
 fn pull_request(rest: RestPullRequest) -> Option<OpenPullRequest> {

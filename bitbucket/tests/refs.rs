@@ -99,3 +99,41 @@ async fn open_pull_requests_page() {
         .expect_err("more than two pages");
     assert!(matches!(cut, CallError::InvalidResponse { .. }), "{cut:?}");
 }
+
+/// A server's malformed answers are refused, not stored and replayed: a head that is not a
+/// commit id (here 1 MB of text), a pull request whose commit or branch is not sane.
+#[tokio::test]
+async fn malformed_heads_are_refused() {
+    let (fake, client, repository) = setup().await;
+    let server = fake.server("token");
+    fake.set_branch("INFRA/network", "main", Some(&"x".repeat(1 << 20)));
+    let err = client
+        .branch_head(&server, &repository, "main")
+        .await
+        .expect_err("not a commit id");
+    assert!(matches!(err, CallError::InvalidResponse { .. }), "{err:?}");
+    for bad in [
+        FakePullRequest {
+            latest_commit: "not-hex".to_owned(),
+            ..pull_request(1, "main")
+        },
+        FakePullRequest {
+            from_branch: "a\nb".to_owned(),
+            ..pull_request(1, "main")
+        },
+        FakePullRequest {
+            from_branch: "b".repeat(2_000),
+            ..pull_request(1, "main")
+        },
+    ] {
+        fake.set_pull_request(bad.clone());
+        let err = client
+            .open_pull_requests(&server, &repository, "main", 10)
+            .await
+            .expect_err("malformed");
+        assert!(
+            matches!(err, CallError::InvalidResponse { .. }),
+            "{bad:?}: {err:?}"
+        );
+    }
+}
