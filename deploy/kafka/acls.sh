@@ -145,11 +145,14 @@ if [[ -n $ingest ]]; then
   writes "$ingest" control webhooks triggers deliveries
 fi
 
-# router: webhooks → triggers.
+# router: webhooks → triggers. Reconciliation: the last-seen heads (inlet.heads, read back from
+# the start, written as webhooks are routed; DescribeConfigs to warn when it is not compacted),
+# and the deliveries Bitbucket never made, written to inlet.webhooks like a webhook.
 if [[ -n $router ]]; then
   common "$router"
-  reads "$router" webhooks control
-  writes "$router" triggers deliveries dlq
+  reads "$router" webhooks control heads
+  writes "$router" webhooks triggers deliveries dlq heads
+  allow "$router" --topic "$(topic heads)" --operation DescribeConfigs
   groups "$router" "$router_group"
 fi
 
