@@ -287,11 +287,11 @@ def inlet_help(*sub):
     return help_cache[sub]
 
 
-subcommands = set()
-if INLET_BIN:
-    top = inlet_help() or ""
+def commands_in(help_text):
+    """The subcommands a `--help` text lists under `Commands:` (without `help`)."""
+    found = set()
     in_commands = False
-    for line in top.splitlines():
+    for line in (help_text or "").splitlines():
         if line.startswith("Commands:"):
             in_commands = True
             continue
@@ -300,7 +300,11 @@ if INLET_BIN:
             if not m:
                 break
             if m.group(1) != "help":
-                subcommands.add(m.group(1))
+                found.add(m.group(1))
+    return found
+
+
+subcommands = commands_in(inlet_help()) if INLET_BIN else set()
 
 
 def check_config(path, env=None, expect_error=None):
@@ -548,6 +552,7 @@ expected_alerts = {
     "InletIngestErrorRatioHigh", "InletIngestUnauthorizedSpike", "InletIntegrationSilent",
     "InletConsumerLagGrowing", "InletDeadLettersPresent", "InletControlLogBehind",
     "InletDecisionsBlockedDetached", "InletTargetDown", "InletReporterRetrying", "InletReporterRefused",
+    "InletReconcileRecovering", "InletReconcileFailing",
 }
 for alert in sorted(expected_alerts - headings):
     problems.append(f"docs/operations.md has no runbook heading for {alert}")
@@ -927,6 +932,11 @@ for stage in STAGES:
         needed |= {("topic", f"inlet.{t}", "literal", "Read") for t in INPUTS[stage]}
         needed |= {("group", f"inlet-{stage}", "literal", "Read"), ("topic", "inlet.dlq", "literal", "Write"),
                    ("topic", "inlet.deliveries", "literal", "Write")}
+    if stage == "router":
+        # Reconciliation: recovered deliveries go to inlet.webhooks; the last-seen heads live on
+        # inlet.heads (read back at startup, cleanup.policy checked).
+        needed |= {("topic", "inlet.webhooks", "literal", "Write")}
+        needed |= {("topic", "inlet.heads", "literal", op) for op in ("Read", "Write", "DescribeConfigs")}
     for grant in sorted(needed - a):
         problems.append(f"{user}: not granted {grant}")
     writes_control = ("topic", "inlet.control", "literal", "Write")
@@ -982,13 +992,18 @@ else:
             flags = [w.split("=")[0] for w in rest if w.startswith("--")]
             positionals = [w for w in rest if not w.startswith("-")]
             sub = next((w for w in rest if not w.startswith("-") and w in subcommands), None)
-            help_text = inlet_help(sub) if sub else inlet_help()
+            path = (sub,) if sub else ()
+            # A nested subcommand (`inlet webhooks list`): its flags are in its own help.
+            nested = positionals[positionals.index(sub) + 1:positionals.index(sub) + 2] if sub else []
+            if nested and nested[0] in commands_in(inlet_help(sub)):
+                path = (sub, nested[0])
+            help_text = inlet_help(*path)
             if sub is None and not any(f in ("--help", "--version") for f in flags):
                 problems.append(f"no subcommand: {line}")
                 continue
             for flag in flags:
                 if flag not in ("--help", "--version") and not re.search(rf"(^|\s){re.escape(flag)}[\s=,<]", help_text or ""):
-                    problems.append(f"`inlet {sub}` has no flag {flag}: {line}")
+                    problems.append(f"`inlet {' '.join(path)}` has no flag {flag}: {line}")
     if commands == 0:
         problems.append("no `inlet` commands found in docs/operations.md code blocks")
     report(f"docs/operations.md: {commands} `inlet` commands match `inlet <subcommand> --help`", problems)
