@@ -115,8 +115,11 @@ async fn json_logs_trace_context_and_no_secrets() {
 
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = dev.stop();
-    assert!(status.success());
     let log = dev.log();
+    assert!(
+        status.success(),
+        "inlet dev did not stop cleanly ({status}):\n{log}"
+    );
     let mut traced_lines = 0;
     for line in log.lines().filter(|l| !l.trim().is_empty()) {
         let value: Value =

@@ -601,6 +601,17 @@ impl Metrics {
             )
             .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
         };
+        // Exported at zero from the start: the first recovery or failure after a start is then
+        // an increase alerts see, and every series exists before a pass ran.
+        for kind in ["push", "pull_request"] {
+            router.reconcile.recovered.with_label_values(&[kind]);
+        }
+        for outcome in ["complete", "incomplete", "skipped"] {
+            router.reconcile.passes.with_label_values(&[outcome]);
+        }
+        for reason in ["status_5xx", "timeout", "transport", "rate_limited"] {
+            router.reconcile.errors.with_label_values(&[reason]);
+        }
         let bitbucket = BitbucketMetrics::new();
         for collector in [
             Box::new(kafka.producer_queue_messages.clone()) as Box<dyn prometheus::core::Collector>,

@@ -232,13 +232,14 @@ pub fn outputs(topic: &str, changes: &[HeadChange]) -> Vec<Output> {
 }
 
 /// Reads `topic` from the beginning into `heads` (at most [`LOAD_TIMEOUT`]), then keeps
-/// applying what other routers write until `shutdown`. Returns once the first read is done.
+/// applying what other routers write until `shutdown`. Returns once the first read is done, with
+/// the tailing task (which ends, closing its reader, after `shutdown`).
 pub async fn load(
     kafka: &Kafka,
     topic: &str,
     heads: &Heads,
     shutdown: CancellationToken,
-) -> Result<(), SetupError> {
+) -> Result<tokio::task::JoinHandle<()>, SetupError> {
     let started = std::time::Instant::now();
     let reader = kafka.read_all(topic, Offset::Beginning).await?;
     let partitions = kafka.partition_count(topic).await?;
@@ -272,7 +273,7 @@ pub async fn load(
         );
     }
     let heads = heads.clone();
-    tokio::spawn(async move {
+    Ok(tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -285,8 +286,7 @@ pub async fn load(
                 },
             }
         }
-    });
-    Ok(())
+    }))
 }
 
 /// Reads until every partition's position reached its end in `ends`, or [`LOAD_TIMEOUT`].

@@ -100,13 +100,14 @@ pub async fn run<S: ChangesSource + RefsSource + Clone>(
         remember_routed(&mut seen, kafka, group, &stage.pipeline.topics.webhooks()).await;
     }
     let heads = Heads::new(stage.pipeline.metrics.router.reconcile.heads.clone());
+    let mut background = Vec::new();
     if let Some((kafka, _)) = &deps.history {
         let own = Own {
             source: deps.changes.clone(),
             secrets_key: deps.secrets_key.clone(),
             config: deps.reconcile.clone(),
         };
-        start_reconciler(kafka, &stage, own, &heads, shutdown.clone()).await;
+        background = start_reconciler(kafka, &stage, own, &heads, shutdown.clone()).await;
     }
     let handler = Router {
         metrics: stage.pipeline.metrics.router.clone(),
@@ -118,7 +119,13 @@ pub async fn run<S: ChangesSource + RefsSource + Clone>(
         heads,
         seen: Mutex::new(seen),
     };
-    pipeline::run_stage(stage.pipeline, handler, config, shutdown).await
+    let routed = pipeline::run_stage(stage.pipeline, handler, config, shutdown).await;
+    // The reconciler and the heads reader hold Kafka clients: they end (and close them) before
+    // the caller may stop the broker those clients talk to.
+    for task in background {
+        let _ = task.await;
+    }
+    routed
 }
 
 /// What the reconciler takes from the router's [`Deps`].
@@ -128,15 +135,16 @@ struct Own<S> {
     config: ReconcileConfig,
 }
 
-/// Loads the last-seen heads, then starts the reconciler in the background. Trouble is logged:
-/// routing never waits for reconciliation.
+/// Loads the last-seen heads, then starts the reconciler in the background: the tasks started
+/// (heads reader, reconciler), which end after `shutdown`. Trouble is logged: routing never waits
+/// for reconciliation.
 async fn start_reconciler<S: RefsSource>(
     kafka: &Kafka,
     stage: &StageDeps,
     deps: Own<S>,
     heads: &Heads,
     shutdown: CancellationToken,
-) {
+) -> Vec<tokio::task::JoinHandle<()>> {
     let topics = &stage.pipeline.topics;
     if let Ok(Some(policy)) = kafka.topic_config(&topics.heads(), "cleanup.policy").await
         && !policy.contains("compact")
@@ -148,15 +156,18 @@ async fn start_reconciler<S: RefsSource>(
              record per head (set cleanup.policy=compact)"
         );
     }
-    if let Err(err) = heads::load(kafka, &topics.heads(), heads, shutdown.clone()).await {
-        tracing::warn!(error = %err, "cannot read the heads topic; reconciliation is off");
-        return;
-    }
+    let tail = match heads::load(kafka, &topics.heads(), heads, shutdown.clone()).await {
+        Ok(tail) => tail,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot read the heads topic; reconciliation is off");
+            return Vec::new();
+        }
+    };
     let partitions = match kafka.partition_count(&topics.webhooks()).await {
         Ok(partitions) => partitions,
         Err(err) => {
             tracing::warn!(error = %err, "cannot count the webhooks topic's partitions; reconciliation is off");
-            return;
+            return vec![tail];
         }
     };
     let partitioner = kafka.partitioner().to_owned();
@@ -166,7 +177,7 @@ async fn start_reconciler<S: RefsSource>(
             "the producer's partitioner does not place records by key, so no router can tell \
              which repositories it owns; reconciliation is off"
         );
-        return;
+        return vec![tail];
     }
     let reconciler = Reconciler {
         source: deps.source,
@@ -180,7 +191,7 @@ async fn start_reconciler<S: RefsSource>(
         metrics: stage.pipeline.metrics.router.reconcile.clone(),
         config: deps.config,
     };
-    tokio::spawn(reconciler.run(shutdown));
+    vec![tail, tokio::spawn(reconciler.run(shutdown))]
 }
 
 /// Seeds `seen` with the deliveries `group` routed within the window (see [`history`]). A

@@ -485,7 +485,11 @@ impl<S: RefsSource> Reconciler<S> {
                     continue;
                 }
                 handled.insert(integration.clone(), reconcile_id.clone());
-                let report = self.pass(Some(&integration), &reconcile_id, &mut 0).await;
+                let mut from = 0;
+                let report = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    report = self.pass(Some(&integration), &reconcile_id, &mut from) => report,
+                };
                 log_pass(&reconcile_id, Some(&integration), &report);
                 if report.owned_partitions > 0 {
                     let summary = summary(
@@ -501,7 +505,12 @@ impl<S: RefsSource> Reconciler<S> {
             }
             if next.is_some_and(|at| Instant::now() >= at) {
                 let reconcile_id = format!("periodic-{}", uuid_like());
-                let report = self.pass(None, &reconcile_id, &mut cursor).await;
+                // A pass cut short by shutdown may have sent recoveries without recording the
+                // heads: the next pass synthesizes the same delivery ids, which dedupe.
+                let report = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    report = self.pass(None, &reconcile_id, &mut cursor) => report,
+                };
                 log_pass(&reconcile_id, None, &report);
                 // Not assigned yet (the group is still forming): try again soon.
                 let wait = if report.owned_partitions == 0 {
