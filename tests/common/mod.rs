@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -145,6 +146,34 @@ impl Inlet {
     /// Everything the process logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The address of a router's, workers' or reporter's operations listener (`/metrics`,
+    /// `/readyz`), from its `… ready operations=ADDR` log line: started with the default
+    /// `--metrics-addr 127.0.0.1:0`, it took a free port no other process can race it for.
+    pub fn operations_addr(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The line comes right after the ready file; the text log may colour the field name.
+            if let Some(addr) = self.log().lines().find_map(|line| {
+                let (_, rest) = line.split_once("operations")?;
+                let rest = rest.trim_start_matches(|c: char| !c.is_ascii_digit());
+                let addr: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
+                addr.parse::<std::net::SocketAddr>().ok()?;
+                Some(addr)
+            }) {
+                return addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no operations address in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM, then wait (at most 30 s) for the exit status.
@@ -530,6 +559,52 @@ pub async fn metrics_at(addr: &str) -> String {
     let answer = send("GET", &format!("http://{addr}/metrics"), &[], "").await;
     assert_eq!(answer.status, 200);
     String::from_utf8_lossy(&answer.body).into_owned()
+}
+
+/// The samples of metric `name` in a Prometheus text exposition, with their labels.
+pub fn samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(name)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(rest) => rest.split_once('}')?,
+                None => ("", rest),
+            };
+            let value = value.strip_prefix(' ')?.trim().parse::<f64>().ok()?;
+            // inlet's label values are enum names and ids: no commas or quotes inside.
+            let labels = labels
+                .split(',')
+                .filter_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    Some((key.to_owned(), value.trim_matches('"').to_owned()))
+                })
+                .collect();
+            Some((labels, value))
+        })
+        .collect()
+}
+
+/// The sum of the samples of metric `name` whose labels include every `(key, value)` of `with`.
+pub fn metric_sum(text: &str, name: &str, with: &[(&str, &str)]) -> f64 {
+    samples(text, name)
+        .into_iter()
+        .filter(|(labels, _)| {
+            with.iter()
+                .all(|(key, value)| labels.get(*key).map(String::as_str) == Some(*value))
+        })
+        .map(|(_, value)| value)
+        .sum()
+}
+
+/// The partitions a router, workers or reporter process reads, from its
+/// `inlet_consumer_lag_records{stage, partition}` series (refreshed every 5 s; a partition a
+/// rebalance took away disappears at the next refresh).
+pub fn partitions_read(text: &str, stage: &str) -> BTreeSet<i32> {
+    samples(text, "inlet_consumer_lag_records")
+        .into_iter()
+        .filter(|(labels, _)| labels.get("stage").map(String::as_str) == Some(stage))
+        .filter_map(|(labels, _)| labels.get("partition")?.parse().ok())
+        .collect()
 }
 
 /// An embedded broker run alone (`inlet dev --only-broker`) and a config for stage processes
