@@ -10,6 +10,9 @@
 //! a stalled server shows up in the percentiles (no coordinated omission). `--compare` also runs the
 //! same load against a bare hyper + HMAC + produce loop on the same broker: the ceiling for this
 //! design.
+//!
+//! Against several processes (`--url` once per ingest replica, `--metrics-url` once per process),
+//! it also reports what each process handled during the measured phase ([`scrape`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -40,12 +43,15 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::stages::{self, DevOptions};
 
+mod scrape;
+
 /// `inlet bench` flags.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Target a running inlet's webhook base URL instead of starting one in-process.
+    /// Target a running inlet's webhook base URL instead of starting one in-process. Repeat it
+    /// for several ingest replicas: connections go to each in turn, as behind a load balancer.
     #[arg(long, value_name = "URL", requires = "admin_url")]
-    pub url: Option<String>,
+    pub url: Vec<String>,
     /// The running inlet's admin base URL (key from INLET_ADMIN_KEY).
     #[arg(long, value_name = "URL")]
     pub admin_url: Option<String>,
@@ -82,6 +88,11 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// A process's Prometheus endpoint (e.g. `http://127.0.0.1:9090/metrics`), read when the
+    /// measured phase starts and ends to report what that process handled: webhooks accepted,
+    /// routed, decisions. Repeat it once per process (ingest, router, workers replicas).
+    #[arg(long = "metrics-url", value_name = "URL")]
+    pub metrics_urls: Vec<String>,
     /// In-process: give every stack a project root and answer the router's changed-files lookups
     /// from a fake Bitbucket that takes this many milliseconds per request (path filters on).
     #[arg(long, value_name = "MS", conflicts_with = "url")]
@@ -109,7 +120,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let (target, pipeline) = match (&args.url, &args.admin_url) {
+    let (target, pipeline) = match (args.url.first(), &args.admin_url) {
         (Some(url), Some(admin_url)) => {
             let key = std::env::var("INLET_ADMIN_KEY")
                 .context("targeting a running inlet needs INLET_ADMIN_KEY")?;
@@ -167,15 +178,25 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     } else {
         Some(DecisionWatch::start(&config, &target).await?)
     };
-    let inlet_url = format!(
-        "{}/webhooks/bitbucket-datacenter/{}",
-        target.webhook_base_url.as_deref().unwrap_or_default(),
-        setup.integration
-    );
+    let bases = if args.url.is_empty() {
+        vec![target.webhook_base_url.clone().unwrap_or_default()]
+    } else {
+        args.url.clone()
+    };
+    let inlet_urls: Vec<String> = bases
+        .iter()
+        .map(|base| {
+            format!(
+                "{}/webhooks/bitbucket-datacenter/{}",
+                base.trim_end_matches('/'),
+                setup.integration
+            )
+        })
+        .collect();
     let inlet = if args.baseline_only {
         LoadReport::empty()
     } else {
-        load(&args, &inlet_url, &setup, e2e.as_ref()).await?
+        load(&args, &inlet_urls, &args.metrics_urls, &setup, e2e.as_ref()).await?
     };
     let e2e_report = match &e2e {
         Some(watch) => Some(watch.finish(inlet.accepted).await),
@@ -184,7 +205,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
 
     let baseline = if args.compare || args.baseline_only {
         let (url, stop) = baseline::start(&config, &target, &setup.secret).await?;
-        let report = load(&args, &url, &setup, None).await?;
+        let report = load(&args, &[url], &[], &setup, None).await?;
         stop.cancel();
         Some(report)
     } else {
@@ -458,6 +479,9 @@ struct LoadReport {
     cpu_seconds: f64,
     /// Wall-clock length of the phase, warmup included.
     wall_seconds: f64,
+    /// What each `--metrics-url` process handled during the measured phase.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    processes: Vec<scrape::ProcessReport>,
 }
 
 impl LoadReport {
@@ -474,6 +498,7 @@ impl LoadReport {
             },
             cpu_seconds: 0.0,
             wall_seconds: 0.0,
+            processes: Vec::new(),
         }
     }
 }
@@ -504,27 +529,50 @@ struct Tally {
     errors: BTreeMap<String, u64>,
 }
 
-/// Runs warmup and measured load against `url`.
+/// Runs warmup and measured load against `urls` (connection `i` to `urls[i % len]`), reading
+/// each of `metrics_urls` when the measured phase starts and when it ends.
 async fn load(
     args: &BenchArgs,
-    url: &str,
+    urls: &[String],
+    metrics_urls: &[String],
     setup: &Setup,
     watch: Option<&DecisionWatch>,
 ) -> anyhow::Result<LoadReport> {
-    let uri: hyper::Uri = url.parse()?;
-    let authority = uri.authority().context("URL without host")?.to_string();
-    let path = uri.path().to_owned();
+    let mut targets = Vec::new();
+    for url in urls {
+        let uri: hyper::Uri = url.parse().with_context(|| format!("not a URL: {url}"))?;
+        let authority = uri.authority().context("URL without host")?.to_string();
+        targets.push((authority, uri.path().to_owned()));
+    }
     let start = Instant::now() + Duration::from_millis(100);
     let measure_from = start + Duration::from_secs(args.warmup);
     let stop_at = measure_from + Duration::from_secs(args.duration);
+    let scrapes = (!metrics_urls.is_empty()).then(|| {
+        let urls = metrics_urls.to_vec();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            let before = scrape::read_all(&urls).await;
+            let read_at = Instant::now();
+            tokio::time::sleep_until(stop_at.into()).await;
+            let after = scrape::read_all(&urls).await;
+            let seconds = read_at.elapsed().as_secs_f64();
+            urls.iter()
+                .zip(before.into_iter().zip(after))
+                .map(|(url, (before, after))| {
+                    scrape::ProcessReport::between(url, before, after, seconds)
+                })
+                .collect::<Vec<_>>()
+        })
+    });
     let counter = Arc::new(AtomicU64::new(0));
     let serial = Arc::new(AtomicU64::new(rand_start()));
     let cpu_before = cpu_seconds();
     let wall_before = Instant::now();
     let template = Arc::new(setup.template.parts.clone());
     let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
-        let stream = TcpStream::connect(&authority).await?;
+    for i in 0..args.concurrency {
+        let (authority, path) = &targets[i % targets.len()];
+        let stream = TcpStream::connect(authority).await?;
         let _ = stream.set_nodelay(true);
         let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(connection);
@@ -607,6 +655,10 @@ async fn load(
         .as_secs_f64()
         .max(1e-9);
     let elapsed = elapsed.min(args.duration as f64).max(1e-9);
+    let processes = match scrapes {
+        Some(task) => task.await?,
+        None => Vec::new(),
+    };
     Ok(LoadReport {
         accepted: tally.accepted,
         accepted_per_sec: tally.accepted as f64 / elapsed,
@@ -614,6 +666,7 @@ async fn load(
         latency_ms: Percentiles::of(&histogram),
         cpu_seconds: cpu_seconds() - cpu_before,
         wall_seconds: wall_before.elapsed().as_secs_f64(),
+        processes,
     })
 }
 
@@ -858,6 +911,17 @@ impl Report {
                 "  decisions       {} ({:.0}/s from the first measured request to the last decision)",
                 e2e.decisions, e2e.decisions_per_sec
             );
+        }
+        let processes = &self.inlet.processes;
+        if let Some(seconds) = processes.iter().map(|p| p.seconds).reduce(f64::max) {
+            println!(
+                "  per process     what each --metrics-url handled in the {seconds:.1} s measured"
+            );
+            for process in processes {
+                for line in process.lines(processes) {
+                    println!("    {line}");
+                }
+            }
         }
         if let (Some(ms), Some(calls)) = (self.bitbucket_latency_ms, self.bitbucket_calls) {
             println!(
