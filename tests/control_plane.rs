@@ -522,6 +522,13 @@ async fn secret_rotation_grace_period() {
     let url = dev.inlet.webhook_url("bb");
     let push = common::push_body("main", "178864a7d521b6f5e720b386b2c2b0ef8563e0dc");
     let first = dev.secret("bb").await;
+    // Verified once before the rotation, so ingest holds the opened first secret.
+    assert_eq!(
+        webhook(&url, "repo:refs_changed", "r0", &first, &push)
+            .await
+            .status,
+        202
+    );
 
     let rotated = dev
         .call(
@@ -597,8 +604,52 @@ async fn secret_rotation_grace_period() {
         .call("POST", "/integrations/bb/rotate-secret", Value::Null)
         .await;
     assert_eq!(default.status, 200);
+    let fourth = default.json()["webhook_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
     assert_eq!(
         webhook(&url, "repo:refs_changed", "r6", &third, &push)
+            .await
+            .status,
+        202
+    );
+    assert_eq!(
+        webhook(&url, "repo:refs_changed", "r7", &fourth, &push)
+            .await
+            .status,
+        202
+    );
+
+    // A grace period that ends while the opened secrets are held: the clock alone retires the
+    // old secret, with no change in the control log.
+    let short = dev
+        .call(
+            "POST",
+            "/integrations/bb/rotate-secret",
+            json!({"grace_period_secs": 3}),
+        )
+        .await;
+    assert_eq!(short.status, 200, "{short:?}");
+    let fifth = short.json()["webhook_secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    assert_eq!(
+        webhook(&url, "repo:refs_changed", "r8", &fourth, &push)
+            .await
+            .status,
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        webhook(&url, "repo:refs_changed", "r9", &fourth, &push)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        webhook(&url, "repo:refs_changed", "r10", &fifth, &push)
             .await
             .status,
         202

@@ -71,9 +71,39 @@ pub fn verify<'a>(
     body: &[u8],
     secrets: impl IntoIterator<Item = &'a Secret>,
 ) -> Result<(), SignatureError> {
+    let keys: Vec<SigningKey> = secrets.into_iter().map(SigningKey::new).collect();
+    verify_with(header, body, &keys)
+}
+
+/// A webhook secret made ready for HMAC: the key schedule (the padded key's inner and outer
+/// hash states) computed once, so each verification hashes only the body. Held by ingest per
+/// integration incarnation; it is as sensitive as the secret and never leaves the process.
+#[derive(Clone)]
+pub struct SigningKey(HmacSha256);
+
+impl SigningKey {
+    /// The key for `secret`.
+    pub fn new(secret: &Secret) -> Self {
+        SigningKey(new_mac(secret))
+    }
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SigningKey(..)")
+    }
+}
+
+/// [`verify`] with prepared keys: the header is parsed first (missing and malformed headers are
+/// refused before any hashing), then each key is tried, constant-time per key.
+pub fn verify_with<'a>(
+    header: Option<&[u8]>,
+    body: &[u8],
+    keys: impl IntoIterator<Item = &'a SigningKey>,
+) -> Result<(), SignatureError> {
     let digest = parse_header(header.ok_or(SignatureError::Missing)?)?;
-    for secret in secrets {
-        let mut mac = new_mac(secret);
+    for key in keys {
+        let mut mac = key.0.clone();
         mac.update(body);
         if mac.verify_slice(&digest).is_ok() {
             return Ok(());

@@ -2,11 +2,15 @@
 //! and only a `Verified` request can be published: an unauthenticated body cannot reach Kafka by
 //! construction.
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
 use bytes::Bytes;
-use inlet_bitbucket::signature::{self, SignatureError};
-use inlet_control::crypto::{CryptoError, SecretsKey};
+use inlet_bitbucket::signature::{self, SignatureError, SigningKey};
+use inlet_control::crypto::{CryptoError, Sealed, SecretsKey};
+use inlet_control::domain::Integration;
 use inlet_control::registry::Registry;
-use inlet_core::clock::is_future;
+use inlet_core::clock::parse_rfc3339;
 
 /// A webhook request whose body has been read but not authenticated.
 #[derive(Debug)]
@@ -46,25 +50,124 @@ pub enum VerifyError {
 
 impl Unverified {
     /// Checks the signature over the raw bytes against the integration's secret (and, during a
-    /// rotation's grace period, the previous one), in constant time, before anything parses the
-    /// body.
-    pub fn verify(self, registry: &Registry, key: &SecretsKey) -> Result<Verified, VerifyError> {
+    /// rotation's grace period, the previous ones), in constant time, before anything parses the
+    /// body. Secrets are opened once per integration incarnation and sealed value ([`Keys`]).
+    pub fn verify(
+        self,
+        registry: &Registry,
+        key: &SecretsKey,
+        keys: &Keys,
+    ) -> Result<Verified, VerifyError> {
         let integration = registry
             .integration(&self.integration)
             .ok_or(VerifyError::UnknownIntegration)?;
-        let context = integration.webhook_secret_context();
-        let mut secrets = vec![key.open(&integration.webhook_secret, &context)?];
-        for previous in integration.grace_secrets() {
-            if is_future(&previous.valid_until) {
-                secrets.push(key.open(&previous.secret, &context)?);
-            }
-        }
-        signature::verify(self.signature.as_deref(), &self.body, &secrets)?;
+        let opened = keys.for_integration(integration, key)?;
+        let now = time::OffsetDateTime::now_utc();
+        let usable = opened
+            .keys
+            .iter()
+            .filter(|(_, until)| until.is_none_or(|until| until > now))
+            .map(|(key, _)| key);
+        signature::verify_with(self.signature.as_deref(), &self.body, usable)?;
         Ok(Verified {
             integration_name: integration.name.clone(),
             integration_id: integration.id.clone(),
             body: self.body,
         })
+    }
+}
+
+/// The webhook secrets of each integration, opened and made ready for HMAC once: opening a
+/// sealed secret (AES-GCM, base64) and the HMAC key schedule cost more than hashing a small
+/// body, so they are not repeated per request. An entry is reused only while the integration's
+/// incarnation id and every sealed value it holds are unchanged, so a rotation, a new grace
+/// secret or a recreated integration opens afresh on its next webhook; secrets whose grace
+/// ended are skipped by the clock at each request. At most [`MAX_CACHED`] entries: past it the
+/// cache starts over (integrations deleted long ago do not accumulate).
+#[derive(Default)]
+pub struct Keys {
+    entries: RwLock<HashMap<String, Arc<Opened>>>,
+}
+
+/// Integrations whose opened secrets are kept at most.
+pub const MAX_CACHED: usize = 10_000;
+
+/// One integration's opened secrets, and what they were opened from.
+struct Opened {
+    integration_id: String,
+    sealed: Vec<Sealed>,
+    /// The current secret (no end) first, then the grace secrets with the end of their grace.
+    keys: Vec<(SigningKey, Option<time::OffsetDateTime>)>,
+}
+
+impl Opened {
+    fn matches(&self, integration: &Integration) -> bool {
+        self.integration_id == integration.id
+            && self.sealed.len() == 1 + integration.grace_secrets().count()
+            && std::iter::once(&integration.webhook_secret)
+                .chain(integration.grace_secrets().map(|p| &p.secret))
+                .zip(&self.sealed)
+                .all(|(a, b)| a == b)
+    }
+}
+
+impl Keys {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Keys::default()
+    }
+
+    /// The opened secrets of `integration`, from the cache when its sealed values are those the
+    /// entry was opened from.
+    fn for_integration(
+        &self,
+        integration: &Integration,
+        key: &SecretsKey,
+    ) -> Result<Arc<Opened>, VerifyError> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(opened) = entries.get(&integration.name)
+            && opened.matches(integration)
+        {
+            return Ok(opened.clone());
+        }
+        drop(entries);
+        let context = integration.webhook_secret_context();
+        let mut keys = vec![(
+            SigningKey::new(&key.open(&integration.webhook_secret, &context)?),
+            None,
+        )];
+        let mut sealed = vec![integration.webhook_secret.clone()];
+        for previous in integration.grace_secrets() {
+            // An unparseable end is an ended grace, as `is_future` treats it.
+            let until =
+                parse_rfc3339(&previous.valid_until).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            keys.push((
+                SigningKey::new(&key.open(&previous.secret, &context)?),
+                Some(until),
+            ));
+            sealed.push(previous.secret.clone());
+        }
+        let opened = Arc::new(Opened {
+            integration_id: integration.id.clone(),
+            sealed,
+            keys,
+        });
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= MAX_CACHED && !entries.contains_key(&integration.name) {
+            entries.clear();
+        }
+        entries.insert(integration.name.clone(), opened.clone());
+        Ok(opened)
+    }
+
+    /// How many integrations have opened secrets cached.
+    pub fn len(&self) -> usize {
+        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 

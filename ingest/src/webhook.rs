@@ -36,7 +36,7 @@ use tracing::Instrument;
 
 use crate::error::WebhookError;
 use crate::publish::{Publish, WebhookRecord};
-use crate::verify::{Unverified, Verified, VerifyError};
+use crate::verify::{Keys, Unverified, Verified, VerifyError};
 
 /// Limits applied to every webhook request.
 #[derive(Debug, Clone)]
@@ -72,6 +72,8 @@ impl From<&inlet_core::config::IngestConfig> for Limits {
 pub struct Webhooks<P> {
     control: ControlLog,
     secrets_key: SecretsKey,
+    /// The integrations' webhook secrets, opened once per incarnation.
+    keys: Keys,
     publisher: P,
     limits: Limits,
     in_flight: Arc<Semaphore>,
@@ -108,6 +110,7 @@ impl<P: Publish> Webhooks<P> {
         Webhooks {
             control,
             secrets_key,
+            keys: Keys::new(),
             publisher,
             limits,
             in_flight,
@@ -282,7 +285,7 @@ impl<P: Publish> Webhooks<P> {
             body,
         };
         unverified
-            .verify(&self.control.read(), &self.secrets_key)
+            .verify(&self.control.read(), &self.secrets_key, &self.keys)
             .map_err(|err| match err {
                 VerifyError::UnknownIntegration => {
                     WebhookError::UnknownIntegration(integration.to_owned())
