@@ -40,12 +40,13 @@ async fn connect(
     config: &Config,
     bootstrap: &str,
     embedded: bool,
+    stage: &str,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Connected> {
     let kafka = Kafka::new(&config.kafka, bootstrap, embedded);
     let topics = Topics::new(&config.kafka.topic_prefix);
     kafka
-        .ensure_topics(&topics.specs(), config.kafka.replication_factor)
+        .ensure_topics(&topics.specs_for(stage), config.kafka.replication_factor)
         .await
         .context("creating topics")?;
     let metrics = Metrics::new();
@@ -340,7 +341,7 @@ pub async fn dev(
     // a real cluster a generated key could not open what an earlier run sealed, which the startup
     // check then reports.
     let secrets_key = SecretsKey::from_config(&config)?.unwrap_or_else(SecretsKey::generate);
-    let connected = connect(&config, &bootstrap, embedded, &shutdown).await?;
+    let connected = connect(&config, &bootstrap, embedded, "dev", &shutdown).await?;
     let listeners = bind(&config).await?;
     let (webhook_base_url, admin_base_url) = (
         listeners.webhook_base_url.clone(),
@@ -449,7 +450,7 @@ pub async fn ingest(
              (e.g. `openssl rand -hex 32`); every ingest replica must share it"
         );
     };
-    let connected = connect(&config, &bootstrap, false, &shutdown).await?;
+    let connected = connect(&config, &bootstrap, false, "ingest", &shutdown).await?;
     let listeners = bind(&config).await?;
     write_ready(
         ready_file,
@@ -582,7 +583,7 @@ async fn consuming(
         Consuming::Reporter => "reporter",
     };
     let bootstrap = external_bootstrap(&config, name)?;
-    let connected = connect(&config, &bootstrap, false, &shutdown).await?;
+    let connected = connect(&config, &bootstrap, false, name, &shutdown).await?;
     let (mut router, mut workers, mut reporter) = (None, None, None);
     match stage {
         Consuming::Router => {

@@ -313,6 +313,8 @@ impl Kafka {
                 )
             })
             .collect();
+        let names: Vec<&str> = missing.iter().map(|s| s.name.as_str()).collect();
+        tracing::info!(topics = ?names, "creating missing topics (at most 30 s)");
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         for result in admin.create_topics(&topics, &options).await? {
             match result {

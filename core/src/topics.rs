@@ -75,6 +75,49 @@ impl Topics {
         format!("{}heads", self.prefix)
     }
 
+    /// The topics `stage` reads or writes (`ingest`, `router`, `workers`, `reporter`; any other
+    /// name: all of them), with their creation settings. A stage checks and creates only these:
+    /// it needs no rights on the others, and a missing topic of another stage does not hold up
+    /// its start.
+    pub fn specs_for(&self, stage: &str) -> Vec<TopicSpec> {
+        let used: Vec<String> = match stage {
+            // Webhooks in; the admin API's control log, manual runs and the delivery log.
+            "ingest" => vec![
+                self.control(),
+                self.webhooks(),
+                self.triggers(),
+                self.deliveries(),
+            ],
+            "router" => vec![
+                self.control(),
+                self.webhooks(),
+                self.triggers(),
+                self.deliveries(),
+                self.dlq(),
+                self.heads(),
+            ],
+            "workers" => vec![
+                self.control(),
+                self.triggers(),
+                self.runs(),
+                self.deliveries(),
+                self.dlq(),
+            ],
+            "reporter" => vec![
+                self.control(),
+                self.runs(),
+                self.run_updates(),
+                self.deliveries(),
+                self.dlq(),
+            ],
+            _ => return self.specs(),
+        };
+        self.specs()
+            .into_iter()
+            .filter(|spec| used.contains(&spec.name))
+            .collect()
+    }
+
     /// Every topic with its creation settings.
     pub fn specs(&self) -> Vec<TopicSpec> {
         let spec = |name: String, partitions, retention_ms| TopicSpec {
@@ -102,6 +145,39 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each stage checks only its own topics; together they cover every topic.
+    #[test]
+    fn stages_use_their_own_topics() {
+        let topics = Topics::new("inlet.");
+        let names = |stage: &str| -> Vec<String> {
+            topics
+                .specs_for(stage)
+                .into_iter()
+                .map(|s| s.name)
+                .collect()
+        };
+        assert_eq!(
+            names("ingest"),
+            [
+                "inlet.control",
+                "inlet.webhooks",
+                "inlet.triggers",
+                "inlet.deliveries"
+            ]
+        );
+        assert!(!names("ingest").contains(&"inlet.heads".to_owned()));
+        assert!(names("router").contains(&"inlet.heads".to_owned()));
+        let mut covered: Vec<String> = ["ingest", "router", "workers", "reporter"]
+            .iter()
+            .flat_map(|stage| names(stage))
+            .collect();
+        covered.sort();
+        covered.dedup();
+        let mut all = names("dev");
+        all.sort();
+        assert_eq!(covered, all);
+    }
 
     /// Names and partition counts follow DESIGN §3.
     #[test]

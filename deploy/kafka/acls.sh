@@ -111,7 +111,7 @@ groups() { # PRINCIPAL GROUP...
   done
 }
 
-# What every stage needs: at startup it checks that each of inlet's topics exists (metadata,
+# What every stage needs: at startup it checks that each topic it uses exists (metadata,
 # which lists only the topics a principal may Describe; one it cannot see counts as missing
 # and inlet tries to create it) and reads the control topic's cleanup.policy (it refuses a
 # compacted control log), and its producer is idempotent.
