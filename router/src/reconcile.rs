@@ -484,6 +484,11 @@ impl<S: RefsSource> Reconciler<S> {
                 if handled.get(&integration) == Some(&reconcile_id) {
                     continue;
                 }
+                // Asked before the group gave this router its partitions (just started, or a
+                // rebalance): the request waits for them instead of being spent on nothing.
+                if self.owned().is_empty() {
+                    continue;
+                }
                 handled.insert(integration.clone(), reconcile_id.clone());
                 let mut from = 0;
                 let report = tokio::select! {
