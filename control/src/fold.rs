@@ -397,17 +397,11 @@ impl Registry {
         integration_id: &str,
         webhook: &ManagedWebhook,
     ) -> Outcome {
-        let Some(integration) = self.integrations.get(name) else {
-            return Err(integration_not_found(name));
-        };
-        if integration.id != integration_id {
-            return Err(Rejection::conflict(
-                "integration_replaced",
-                format!(
-                    "integration `{name}` was deleted and re-created while its webhook was synced; sync again"
-                ),
-            ));
-        }
+        self.same_incarnation(
+            name,
+            integration_id,
+            "while its webhook was synced; sync again",
+        )?;
         validate_project_key(&webhook.project_key)?;
         if let Some(slug) = &webhook.repository_slug {
             validate_repository_slug(slug)?;
@@ -463,17 +457,11 @@ impl Registry {
         reconcile_id: &str,
         issued_at: &str,
     ) -> Outcome {
-        let Some(integration) = self.integrations.get(name) else {
-            return Err(integration_not_found(name));
-        };
-        if integration.id != integration_id {
-            return Err(Rejection::conflict(
-                "integration_replaced",
-                format!(
-                    "integration `{name}` was deleted and re-created while a reconciliation was requested; request it again"
-                ),
-            ));
-        }
+        self.same_incarnation(
+            name,
+            integration_id,
+            "while a reconciliation was requested; request it again",
+        )?;
         validate_id("reconcile_id", reconcile_id)?;
         self.reconciles.insert(
             name.to_owned(),
@@ -484,6 +472,26 @@ impl Registry {
             },
         );
         Ok(Applied::default())
+    }
+
+    /// Not found unless integration `name` exists, `integration_replaced` unless it is still the
+    /// incarnation `integration_id` a command was issued for (`when` ends the message).
+    fn same_incarnation(
+        &self,
+        name: &str,
+        integration_id: &str,
+        when: &str,
+    ) -> Result<(), Rejection> {
+        let Some(integration) = self.integrations.get(name) else {
+            return Err(integration_not_found(name));
+        };
+        if integration.id != integration_id {
+            return Err(Rejection::conflict(
+                "integration_replaced",
+                format!("integration `{name}` was deleted and re-created {when}"),
+            ));
+        }
+        Ok(())
     }
 
     /// The integration `name` if a stack in `space_id` may attach it.

@@ -82,7 +82,7 @@ impl Unverified {
 /// body, so they are not repeated per request. An entry is reused only while the integration's
 /// incarnation id and every sealed value it holds are unchanged, so a rotation, a new grace
 /// secret or a recreated integration opens afresh on its next webhook; secrets whose grace
-/// ended are skipped by the clock at each request. At most [`MAX_CACHED`] entries: past it the
+/// ended are skipped by the clock at each request. At most 10,000 entries: past it the
 /// cache starts over (integrations deleted long ago do not accumulate).
 #[derive(Default)]
 pub struct Keys {
@@ -90,7 +90,7 @@ pub struct Keys {
 }
 
 /// Integrations whose opened secrets are kept at most.
-pub const MAX_CACHED: usize = 10_000;
+const MAX_CACHED: usize = 10_000;
 
 /// One integration's opened secrets, and what they were opened from.
 struct Opened {
@@ -158,16 +158,6 @@ impl Keys {
         }
         entries.insert(integration.name.clone(), opened.clone());
         Ok(opened)
-    }
-
-    /// How many integrations have opened secrets cached.
-    pub fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
