@@ -256,18 +256,7 @@ async fn recovers_what_bitbucket_never_delivered_and_runs_it_once() {
     );
 
     // The webhooks arrive late: the same runs, so nothing new is decided.
-    let details = admin(
-        &env.dev,
-        &env.key,
-        "GET",
-        "/integrations/bb/details",
-        Value::Null,
-    )
-    .await;
-    let secret = details.json()["webhook_secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
+    let secret = common::webhook_secret(&env.dev, &env.key, "bb").await;
     let url = env.dev.webhook_url("bb");
     for (n, (repository, branch, from, to)) in [
         ("network", "main", sha('a'), sha('1')),
@@ -460,16 +449,7 @@ async fn two_routers_share_a_thousand_repositories() {
     fake.require_token(TOKEN);
     let ingest = cluster.stage("ingest");
     let key = cluster.admin_key;
-    let created = admin(
-        &ingest,
-        key,
-        "POST",
-        "/integrations",
-        json!({"name": "bb", "is_default": true, "api_host_url": fake.base_url(),
-               "username": "inlet", "access_token": TOKEN}),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{created:?}");
+    common::integration_on_fake(&ingest, key, &fake.base_url(), TOKEN).await;
     // The stacks go straight onto the control log (the admin API's write limit would make
     // 1,000 creations take most of a minute); every process folds them the same way.
     let producer: FutureProducer = rdkafka::config::ClientConfig::new()
@@ -643,16 +623,7 @@ async fn a_restarted_router_recovers_a_push_made_while_ingest_was_down() {
     fake.set_branch("INFRA/network", "main", Some(&sha('a')));
     let mut ingest = cluster.stage("ingest");
     let key = cluster.admin_key;
-    let created = admin(
-        &ingest,
-        key,
-        "POST",
-        "/integrations",
-        json!({"name": "bb", "is_default": true, "api_host_url": fake.base_url(),
-               "username": "inlet", "access_token": TOKEN}),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{created:?}");
+    common::integration_on_fake(&ingest, key, &fake.base_url(), TOKEN).await;
     let stack = admin(
         &ingest,
         key,
@@ -662,12 +633,7 @@ async fn a_restarted_router_recovers_a_push_made_while_ingest_was_down() {
     )
     .await;
     assert_eq!(stack.status, 201, "{stack:?}");
-    let secret = admin(&ingest, key, "GET", "/integrations/bb/details", Value::Null)
-        .await
-        .json()["webhook_secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
+    let secret = common::webhook_secret(&ingest, key, "bb").await;
     let _workers = cluster.stage("workers");
     let addr = common::free_addr();
     let mut router = cluster.stage_with("router", &["--metrics-addr", &addr]);

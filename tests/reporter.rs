@@ -289,16 +289,7 @@ async fn a_killed_reporter_loses_no_status_and_repeats_none() {
     let _router = stage("router");
     let _workers = stage("workers");
     let mut reporter = stage("reporter");
-    let created = admin(
-        &ingest,
-        key,
-        "POST",
-        "/integrations",
-        json!({"name": "bb", "is_default": true, "api_host_url": fake.base_url(),
-               "username": "inlet", "access_token": TOKEN}),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{created:?}");
+    common::integration_on_fake(&ingest, key, &fake.base_url(), TOKEN).await;
     let stack = admin(
         &ingest,
         key,
@@ -308,11 +299,7 @@ async fn a_killed_reporter_loses_no_status_and_repeats_none() {
     )
     .await;
     assert_eq!(stack.status, 201, "{stack:?}");
-    let details = admin(&ingest, key, "GET", "/integrations/bb/details", Value::Null).await;
-    let secret = details.json()["webhook_secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
+    let secret = common::webhook_secret(&ingest, key, "bb").await;
     let url = ingest.webhook_url("bb");
 
     // 40 pushes, 20 per second.

@@ -102,18 +102,7 @@ async fn cluster_with_stacks() -> (Cluster, Inlet, String) {
         .await;
         assert_eq!(stack.status, 201);
     }
-    let details = admin(
-        &ingest,
-        cluster.admin_key,
-        "GET",
-        "/integrations/bb/details",
-        Value::Null,
-    )
-    .await;
-    let secret = details.json()["webhook_secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
+    let secret = common::webhook_secret(&ingest, cluster.admin_key, "bb").await;
     (cluster, ingest, secret)
 }
 

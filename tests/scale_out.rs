@@ -201,18 +201,7 @@ async fn two_of_each_stage_share_the_load_and_survive_a_kill() {
         Some(stack_count),
         "{listed:?}"
     );
-    let details = admin(
-        &ingest[1],
-        key,
-        "GET",
-        "/integrations/bb/details",
-        Value::Null,
-    )
-    .await;
-    let secret = details.json()["webhook_secret"]
-        .as_str()
-        .expect("secret")
-        .to_owned();
+    let secret = common::webhook_secret(&ingest[1], key, "bb").await;
 
     let mut routers = [cluster.stage("router"), cluster.stage("router")];
     let mut workers = [cluster.stage("workers"), cluster.stage("workers")];

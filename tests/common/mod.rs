@@ -428,6 +428,11 @@ pub async fn integration_secret(inlet: &Inlet, key: &str, name: &str, is_default
     )
     .await;
     assert_eq!(created.status, 201, "{created:?}");
+    webhook_secret(inlet, key, name).await
+}
+
+/// The webhook secret of integration `name` (from its details).
+pub async fn webhook_secret(inlet: &Inlet, key: &str, name: &str) -> String {
     let details = admin(
         inlet,
         key,
@@ -438,8 +443,23 @@ pub async fn integration_secret(inlet: &Inlet, key: &str, name: &str, is_default
     .await;
     details.json()["webhook_secret"]
         .as_str()
-        .expect("webhook secret")
+        .unwrap_or_else(|| panic!("no webhook secret: {details:?}"))
         .to_owned()
+}
+
+/// Creates the default integration `bb` on the (fake) Bitbucket at `base_url`, which inlet
+/// calls as user `inlet` with `token`.
+pub async fn integration_on_fake(inlet: &Inlet, key: &str, base_url: &str, token: &str) {
+    let created = admin(
+        inlet,
+        key,
+        "POST",
+        "/integrations",
+        serde_json::json!({"name": "bb", "is_default": true, "api_host_url": base_url,
+                           "username": "inlet", "access_token": token}),
+    )
+    .await;
+    assert_eq!(created.status, 201, "{created:?}");
 }
 
 /// The process's `/metrics` text (from its admin listener).
@@ -534,16 +554,7 @@ pub async fn dev_on_fake_with(
         &env,
     );
     let key = dev.ready.admin_key.clone().expect("admin key");
-    let created = admin(
-        &dev,
-        &key,
-        "POST",
-        "/integrations",
-        serde_json::json!({"name": "bb", "is_default": true, "api_host_url": fake.base_url(),
-                           "username": "inlet", "access_token": token}),
-    )
-    .await;
-    assert_eq!(created.status, 201, "{created:?}");
+    integration_on_fake(&dev, &key, &fake.base_url(), token).await;
     (fake, dev, key)
 }
 
