@@ -71,8 +71,7 @@ pub fn verify<'a>(
     body: &[u8],
     secrets: impl IntoIterator<Item = &'a Secret>,
 ) -> Result<(), SignatureError> {
-    let keys: Vec<SigningKey> = secrets.into_iter().map(SigningKey::new).collect();
-    verify_with(header, body, &keys)
+    verify_with(header, body, secrets.into_iter().map(SigningKey::new))
 }
 
 /// A webhook secret made ready for HMAC: the key schedule (the padded key's inner and outer
@@ -94,16 +93,17 @@ impl std::fmt::Debug for SigningKey {
     }
 }
 
-/// [`verify`] with prepared keys: the header is parsed first (missing and malformed headers are
-/// refused before any hashing), then each key is tried, constant-time per key.
-pub fn verify_with<'a>(
+/// [`verify`] with prepared keys (owned or borrowed): the header is parsed first (missing and
+/// malformed headers are refused before any key is used), then each key is tried, constant-time
+/// per key.
+pub fn verify_with(
     header: Option<&[u8]>,
     body: &[u8],
-    keys: impl IntoIterator<Item = &'a SigningKey>,
+    keys: impl IntoIterator<Item = impl std::borrow::Borrow<SigningKey>>,
 ) -> Result<(), SignatureError> {
     let digest = parse_header(header.ok_or(SignatureError::Missing)?)?;
     for key in keys {
-        let mut mac = key.0.clone();
+        let mut mac = key.borrow().0.clone();
         mac.update(body);
         if mac.verify_slice(&digest).is_ok() {
             return Ok(());
