@@ -182,6 +182,11 @@ pub fn config(cli: &Cli) -> anyhow::Result<Config> {
             .ok()
             .as_deref(),
     )?;
+    config.apply_instance_id_env(
+        std::env::var(inlet_core::config::GroupMembership::INSTANCE_ID_ENV)
+            .ok()
+            .as_deref(),
+    );
     config.reconcile.apply_interval_env(
         std::env::var(inlet_core::config::ReconcileConfig::INTERVAL_ENV)
             .ok()

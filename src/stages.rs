@@ -19,11 +19,14 @@ use inlet_core::pipeline::StageDeps as PipelineDeps;
 use inlet_router::Deps as RouterDeps;
 
 use crate::cli::StageArgs;
+use inlet_core::config::StageConfig;
+use inlet_core::kafka::GroupConsumer;
 use inlet_core::ops::{Ops, WithProgress};
 use inlet_core::ready::ReadyInfo;
+use inlet_core::records::Stage;
 use inlet_core::secret::Secret;
 use inlet_core::topics::Topics;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use tokio::net::TcpListener;
 
 /// A connection to the cluster shared by the stages of one process.
@@ -87,14 +90,27 @@ fn drain(config: &Config) -> Duration {
     Duration::from_secs(config.shutdown_timeout_secs)
 }
 
-async fn subscribed(kafka: &Kafka, group: &str, topic: &str) -> anyhow::Result<StreamConsumer> {
-    let consumer = kafka
-        .consumer(group)
+/// The member of `stage`'s consumer group (as `config` sets it up) subscribed to `topics`.
+async fn subscribed(
+    connected: &Connected,
+    config: &StageConfig,
+    stage: Stage,
+    topics: &[&str],
+) -> anyhow::Result<GroupConsumer> {
+    let group = &config.group_id;
+    let consumer = connected
+        .kafka
+        .consumer(
+            group,
+            &config.membership(),
+            stage,
+            Some(connected.metrics.clone()),
+        )
         .await
         .with_context(|| format!("creating consumer {group}"))?;
     consumer
-        .subscribe(&[topic])
-        .with_context(|| format!("subscribing to {topic}"))?;
+        .subscribe(topics)
+        .with_context(|| format!("subscribing to {}", topics.join(", ")))?;
     Ok(consumer)
 }
 
@@ -211,16 +227,16 @@ async fn serve_ingest(config: &Config, process: IngestProcess, shutdown: Cancell
     );
 }
 
-/// A consuming stage's dependencies: a consumer in `group` subscribed to `topic`.
+/// A consuming stage's dependencies: a member of its group subscribed to `topic`.
 async fn stage_deps(
     config: &Config,
     connected: &Connected,
-    group: &str,
+    stage: (&StageConfig, Stage),
     topic: &str,
 ) -> anyhow::Result<StageDeps> {
     Ok(StageDeps {
         pipeline: PipelineDeps {
-            consumer: Arc::new(subscribed(&connected.kafka, group, topic).await?),
+            consumer: Arc::new(subscribed(connected, stage.0, stage.1, &[topic]).await?),
             producer: connected.producer.clone(),
             topics: connected.topics.clone(),
             drain: drain(config),
@@ -239,7 +255,7 @@ async fn router_deps(
 ) -> anyhow::Result<RouterDeps<BitbucketClient>> {
     let topic = connected.topics.webhooks();
     Ok(RouterDeps {
-        stage: stage_deps(config, connected, &config.router.group_id, &topic).await?,
+        stage: stage_deps(config, connected, (&config.router, Stage::Router), &topic).await?,
         changes: bitbucket_client(config, connected)?,
         secrets_key,
         history: Some((connected.kafka.clone(), config.router.group_id.clone())),
@@ -255,7 +271,7 @@ fn bitbucket_client(config: &Config, connected: &Connected) -> anyhow::Result<Bi
 
 async fn workers_deps(config: &Config, connected: &Connected) -> anyhow::Result<StageDeps> {
     let topic = connected.topics.triggers();
-    stage_deps(config, connected, &config.workers.group_id, &topic).await
+    stage_deps(config, connected, (&config.workers, Stage::Workers), &topic).await
 }
 
 fn write_ready(path: Option<&Path>, info: &ReadyInfo) -> anyhow::Result<()> {
@@ -525,17 +541,9 @@ async fn reporter_deps(
             connected.topics.run_updates()
         );
     }
-    let group = &config.reporter.group_id;
-    let consumer = connected
-        .kafka
-        .consumer(group)
-        .await
-        .with_context(|| format!("creating consumer {group}"))?;
     let topics = [connected.topics.runs(), connected.topics.run_updates()];
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&names)
-        .with_context(|| format!("subscribing to {}", names.join(", ")))?;
+    let consumer = subscribed(connected, &config.reporter.stage(), Stage::Reporter, &names).await?;
     Ok(inlet_reporter::Deps {
         stage: StageDeps {
             pipeline: PipelineDeps {

@@ -43,11 +43,11 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             router: StageConfig {
                 group_id: "inlet-router".to_owned(),
-                max_in_flight: 1024,
+                ..StageConfig::default()
             },
             workers: StageConfig {
                 group_id: "inlet-workers".to_owned(),
-                max_in_flight: 1024,
+                ..StageConfig::default()
             },
             reporter: ReporterConfig::default(),
             reconcile: ReconcileConfig::default(),
@@ -168,16 +168,225 @@ pub struct StageConfig {
     pub group_id: String,
     /// Most input records whose outputs await the broker at once.
     pub max_in_flight: usize,
+    /// Milliseconds without a heartbeat after which the group coordinator declares a member
+    /// dead and gives its partitions to the others: the takeover time after a crash. Unset:
+    /// 10000 on a Kafka cluster, 3000 on the embedded broker of `inlet dev`.
+    pub session_timeout_ms: Option<u64>,
+    /// Milliseconds between heartbeats to the group coordinator (at most a third of the session
+    /// timeout, so two may be lost without the member being declared dead).
+    pub heartbeat_interval_ms: u64,
+    /// Milliseconds the stage may go without asking for records before it leaves the group so
+    /// the others take its partitions (a hung process). Longer than the longest wait one record
+    /// can cause: the control-log wait plus a Bitbucket call.
+    pub max_poll_interval_ms: u64,
+    /// How the group's partitions are shared ([`Assignor`]).
+    pub assignor: Assignor,
+    /// Static group membership (`group.instance.id`, KIP-345): a member that restarts under the
+    /// same id within the session timeout gets its partitions back without a rebalance, but a
+    /// static member never leaves the group on shutdown, so its partitions wait a session timeout
+    /// when it does not come back. Unique per process within the group (a StatefulSet's pod
+    /// name). `INLET_GROUP_INSTANCE_ID` sets it for every stage of the process. Unset: dynamic
+    /// membership, and the member leaves the group on SIGTERM.
+    pub group_instance_id: Option<String>,
 }
 
 impl Default for StageConfig {
     /// The router's defaults; [`Config::default`] gives workers their own group id. A `[workers]`
     /// table in a file that omits `group_id` is fixed up in [`Config::load`].
     fn default() -> Self {
+        let group = GroupMembership::default();
         StageConfig {
             group_id: String::new(),
             max_in_flight: 1024,
+            session_timeout_ms: group.session_timeout_ms,
+            heartbeat_interval_ms: group.heartbeat_interval_ms,
+            max_poll_interval_ms: group.max_poll_interval_ms,
+            assignor: group.assignor,
+            group_instance_id: group.group_instance_id,
         }
+    }
+}
+
+impl StageConfig {
+    /// How this stage's consumer takes part in its group.
+    pub fn membership(&self) -> GroupMembership {
+        GroupMembership {
+            session_timeout_ms: self.session_timeout_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            max_poll_interval_ms: self.max_poll_interval_ms,
+            assignor: self.assignor,
+            group_instance_id: self.group_instance_id.clone(),
+        }
+    }
+}
+
+/// How a consumer group's partitions are shared among its members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Assignor {
+    /// Incremental (KIP-429): a rebalance moves only the partitions that change owner, and the
+    /// other members go on reading theirs throughout. The default.
+    CooperativeSticky,
+    /// librdkafka's old default `range,roundrobin` (eager): every rebalance stops every member.
+    /// Only to run beside members of an older inlet during an upgrade.
+    Eager,
+}
+
+impl Assignor {
+    /// The `partition.assignment.strategy` value.
+    pub fn strategy(self) -> &'static str {
+        match self {
+            Assignor::CooperativeSticky => "cooperative-sticky",
+            Assignor::Eager => "range,roundrobin",
+        }
+    }
+}
+
+/// The consumer-group settings of one stage; their defaults live here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMembership {
+    /// See [`StageConfig::session_timeout_ms`].
+    pub session_timeout_ms: Option<u64>,
+    /// See [`StageConfig::heartbeat_interval_ms`].
+    pub heartbeat_interval_ms: u64,
+    /// See [`StageConfig::max_poll_interval_ms`].
+    pub max_poll_interval_ms: u64,
+    /// See [`StageConfig::assignor`].
+    pub assignor: Assignor,
+    /// See [`StageConfig::group_instance_id`].
+    pub group_instance_id: Option<String>,
+}
+
+/// How long a stage waits for its control fold to reach a record's control offset
+/// (`inlet_control::control_log::CONTROL_WAIT` is this), the longest wait a record can cause
+/// besides a Bitbucket call; `max_poll_interval_ms` must exceed both.
+pub const CONTROL_WAIT_MS: u64 = 30_000;
+
+impl Default for GroupMembership {
+    fn default() -> Self {
+        GroupMembership {
+            session_timeout_ms: None,
+            heartbeat_interval_ms: 1_000,
+            max_poll_interval_ms: 60_000,
+            assignor: Assignor::CooperativeSticky,
+            group_instance_id: None,
+        }
+    }
+}
+
+/// The dotted keys of one stage's group settings, for error messages.
+#[derive(Debug)]
+pub struct GroupKeys {
+    session_timeout_ms: &'static str,
+    heartbeat_interval_ms: &'static str,
+    max_poll_interval_ms: &'static str,
+    group_instance_id: &'static str,
+}
+
+macro_rules! group_keys {
+    ($table:literal) => {
+        GroupKeys {
+            session_timeout_ms: concat!($table, ".session_timeout_ms"),
+            heartbeat_interval_ms: concat!($table, ".heartbeat_interval_ms"),
+            max_poll_interval_ms: concat!($table, ".max_poll_interval_ms"),
+            group_instance_id: concat!($table, ".group_instance_id"),
+        }
+    };
+}
+
+impl GroupKeys {
+    /// `[router]`.
+    pub const ROUTER: GroupKeys = group_keys!("router");
+    /// `[workers]`.
+    pub const WORKERS: GroupKeys = group_keys!("workers");
+    /// `[reporter]`.
+    pub const REPORTER: GroupKeys = group_keys!("reporter");
+}
+
+impl GroupMembership {
+    /// The environment variable that sets [`StageConfig::group_instance_id`] of every stage.
+    pub const INSTANCE_ID_ENV: &'static str = "INLET_GROUP_INSTANCE_ID";
+
+    /// The session timeout when none is configured: on a cluster, or on the embedded broker
+    /// (which waits a session timeout less a second for members to rejoin after any change,
+    /// where a real broker goes on once every member rejoined, so it gets a shorter one).
+    pub fn default_session_timeout_ms(embedded: bool) -> u64 {
+        if embedded { 3_000 } else { 10_000 }
+    }
+
+    /// The session timeout in effect.
+    pub fn session_timeout_ms(&self, embedded: bool) -> u64 {
+        self.session_timeout_ms
+            .unwrap_or_else(|| Self::default_session_timeout_ms(embedded))
+    }
+
+    /// Whether the member is static (`group.instance.id` set).
+    pub fn is_static(&self) -> bool {
+        self.group_instance_id.is_some()
+    }
+
+    /// Checks the bounds: the heartbeat fits the session timeout three times, and the poll
+    /// interval outlasts the session timeout and the longest wait one record can cause
+    /// (`call_timeout_ms`: one Bitbucket call, plus the control-log wait).
+    pub fn validate(&self, keys: &GroupKeys, call_timeout_ms: u64) -> Result<(), ConfigError> {
+        let invalid = |key, problem: String| Err(ConfigError::Invalid { key, problem });
+        if let Some(session) = self.session_timeout_ms
+            && !(1_000..=3_600_000).contains(&session)
+        {
+            return invalid(
+                keys.session_timeout_ms,
+                "must be between 1000 and 3600000".to_owned(),
+            );
+        }
+        // An unset session timeout is checked against both of its defaults.
+        let sessions = match self.session_timeout_ms {
+            Some(session) => vec![session],
+            None => vec![
+                Self::default_session_timeout_ms(false),
+                Self::default_session_timeout_ms(true),
+            ],
+        };
+        for session in sessions {
+            if self.heartbeat_interval_ms == 0 || self.heartbeat_interval_ms * 3 > session {
+                return invalid(
+                    keys.heartbeat_interval_ms,
+                    format!(
+                        "must be at least 1 and at most a third of the session timeout \
+                         ({session} ms)"
+                    ),
+                );
+            }
+            if self.max_poll_interval_ms < session {
+                return invalid(
+                    keys.max_poll_interval_ms,
+                    format!("must be at least the session timeout ({session} ms)"),
+                );
+            }
+        }
+        let longest_wait = CONTROL_WAIT_MS + call_timeout_ms;
+        if self.max_poll_interval_ms <= longest_wait || self.max_poll_interval_ms > 86_400_000 {
+            return invalid(
+                keys.max_poll_interval_ms,
+                format!(
+                    "must be above the longest wait one record can cause ({longest_wait} ms: the \
+                     {CONTROL_WAIT_MS} ms control-log wait plus bitbucket.call_timeout_ms) and \
+                     at most 86400000"
+                ),
+            );
+        }
+        if let Some(id) = &self.group_instance_id
+            && (id.is_empty()
+                || id.len() > 249
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+        {
+            return invalid(
+                keys.group_instance_id,
+                "must be 1 to 249 letters, digits, `.`, `_` or `-`".to_owned(),
+            );
+        }
+        Ok(())
     }
 }
 
@@ -192,14 +401,30 @@ pub struct ReporterConfig {
     /// The build status's link when a run update gives none: `{run_id}` and `{stack_id}` are
     /// filled in. Unset: the commit's page in Bitbucket.
     pub status_url: Option<String>,
+    /// See [`StageConfig::session_timeout_ms`].
+    pub session_timeout_ms: Option<u64>,
+    /// See [`StageConfig::heartbeat_interval_ms`].
+    pub heartbeat_interval_ms: u64,
+    /// See [`StageConfig::max_poll_interval_ms`].
+    pub max_poll_interval_ms: u64,
+    /// See [`StageConfig::assignor`].
+    pub assignor: Assignor,
+    /// See [`StageConfig::group_instance_id`].
+    pub group_instance_id: Option<String>,
 }
 
 impl Default for ReporterConfig {
     fn default() -> Self {
+        let group = GroupMembership::default();
         ReporterConfig {
             group_id: "inlet-reporter".to_owned(),
             max_in_flight: 256,
             status_url: None,
+            session_timeout_ms: group.session_timeout_ms,
+            heartbeat_interval_ms: group.heartbeat_interval_ms,
+            max_poll_interval_ms: group.max_poll_interval_ms,
+            assignor: group.assignor,
+            group_instance_id: group.group_instance_id,
         }
     }
 }
@@ -210,6 +435,11 @@ impl ReporterConfig {
         StageConfig {
             group_id: self.group_id.clone(),
             max_in_flight: self.max_in_flight,
+            session_timeout_ms: self.session_timeout_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            max_poll_interval_ms: self.max_poll_interval_ms,
+            assignor: self.assignor,
+            group_instance_id: self.group_instance_id.clone(),
         }
     }
 }
@@ -535,6 +765,10 @@ impl Config {
         if self.workers.max_in_flight == 0 {
             return invalid("workers.max_in_flight", "must be at least 1");
         }
+        let call_timeout = self.bitbucket.call_timeout_ms;
+        (self.router.membership()).validate(&GroupKeys::ROUTER, call_timeout)?;
+        (self.workers.membership()).validate(&GroupKeys::WORKERS, call_timeout)?;
+        (self.reporter.stage().membership()).validate(&GroupKeys::REPORTER, call_timeout)?;
         if let Some(url) = &self.ingest.public_base_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -565,6 +799,17 @@ impl Config {
             });
         }
         Ok(key)
+    }
+
+    /// Applies the value of [`GroupMembership::INSTANCE_ID_ENV`] to every stage (`None` or
+    /// empty: the file's values stay).
+    pub fn apply_instance_id_env(&mut self, value: Option<&str>) {
+        let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+            return;
+        };
+        self.router.group_instance_id = Some(value.to_owned());
+        self.workers.group_instance_id = Some(value.to_owned());
+        self.reporter.group_instance_id = Some(value.to_owned());
     }
 
     /// The secrets key's text from `secrets_key` or `secrets_key_file`, if either is set
@@ -733,5 +978,92 @@ mod tests {
             err.to_string().contains("INLET_BITBUCKET_ALLOW_HTTP"),
             "{err}"
         );
+    }
+
+    /// The consumer-group settings: defaults (the embedded broker's shorter session timeout),
+    /// a `[router]` table, static membership from the environment, and range checks naming the
+    /// key.
+    #[test]
+    fn group_membership() {
+        let config = Config::default();
+        for membership in [
+            config.router.membership(),
+            config.workers.membership(),
+            config.reporter.stage().membership(),
+        ] {
+            assert_eq!(membership, GroupMembership::default());
+            assert_eq!(membership.session_timeout_ms(false), 10_000);
+            assert_eq!(membership.session_timeout_ms(true), 3_000);
+            assert_eq!(membership.heartbeat_interval_ms, 1_000);
+            assert_eq!(membership.max_poll_interval_ms, 60_000);
+            assert_eq!(membership.assignor.strategy(), "cooperative-sticky");
+            assert!(!membership.is_static());
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("inlet.toml");
+        std::fs::write(
+            &path,
+            "[router]\nsession_timeout_ms = 6000\nassignor = \"eager\"\n\
+             [reporter]\nmax_poll_interval_ms = 90000\n",
+        )
+        .expect("write");
+        let mut config = Config::load(Some(&path)).expect("load");
+        config.validate().expect("valid");
+        assert_eq!(config.router.membership().session_timeout_ms(false), 6_000);
+        assert_eq!(config.router.membership().session_timeout_ms(true), 6_000);
+        assert_eq!(config.router.assignor.strategy(), "range,roundrobin");
+        assert_eq!(config.reporter.stage().max_poll_interval_ms, 90_000);
+        assert_eq!(config.workers.membership(), GroupMembership::default());
+
+        config.apply_instance_id_env(Some(""));
+        assert!(!config.router.membership().is_static());
+        config.apply_instance_id_env(Some("inlet-router-0"));
+        for membership in [
+            config.router.membership(),
+            config.workers.membership(),
+            config.reporter.stage().membership(),
+        ] {
+            assert_eq!(
+                membership.group_instance_id.as_deref(),
+                Some("inlet-router-0")
+            );
+        }
+
+        for (change, key) in [
+            (
+                (|c: &mut StageConfig| c.session_timeout_ms = Some(500)) as fn(&mut StageConfig),
+                "workers.session_timeout_ms",
+            ),
+            // A third of the embedded broker's 3 s at most.
+            (
+                |c| c.heartbeat_interval_ms = 1_500,
+                "workers.heartbeat_interval_ms",
+            ),
+            (
+                |c| {
+                    c.session_timeout_ms = Some(60_000);
+                    c.max_poll_interval_ms = 50_000;
+                },
+                "workers.max_poll_interval_ms",
+            ),
+            // The control-log wait plus a Bitbucket call is 40 s by default.
+            (
+                |c| c.max_poll_interval_ms = 40_000,
+                "workers.max_poll_interval_ms",
+            ),
+            (
+                |c| c.group_instance_id = Some("pod name".to_owned()),
+                "workers.group_instance_id",
+            ),
+        ] {
+            let mut config = Config::default();
+            change(&mut config.workers);
+            let err = config.validate().expect_err(key);
+            assert!(err.to_string().contains(key), "{key}: {err}");
+        }
+        std::fs::write(&path, "[workers]\nassignor = \"sticky\"\n").expect("write");
+        let err = Config::load(Some(&path)).expect_err("unknown assignor");
+        assert!(err.to_string().contains("assignor"), "{err}");
     }
 }

@@ -15,14 +15,15 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::FutureProducer;
 use rdkafka::statistics::Statistics;
 
-use crate::config::KafkaConfig;
-use crate::metrics::Metrics;
+use crate::config::{GroupMembership, KafkaConfig};
+use crate::metrics::{Metrics, RebalanceEvent};
+use crate::records::Stage;
 use crate::topics::TopicSpec;
 
 /// The producer every stage uses.
@@ -58,6 +59,65 @@ impl ClientContext for StatsContext {
                     .with_label_values(&[&broker.nodeid.to_string()])
                     .set(rtt.avg as f64 / 1_000_000.0);
             }
+        }
+    }
+}
+
+/// The consumer of a consuming stage (router, workers, reporter): a member of its group.
+pub type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// Watches a stage consumer's rebalances: logs each one and keeps the stage's group metrics
+/// (rebalances, assigned partitions, when the last one happened).
+///
+/// The default rebalance handling is kept: with the cooperative-sticky assignor rust-rdkafka
+/// applies incremental assignments (`incremental_assign` / `incremental_unassign`), so only the
+/// partitions that move are touched. Before partitions are removed, librdkafka commits the
+/// offsets stored for them (`enable.auto.commit`); what was handled but not yet acknowledged
+/// then is replayed by the next owner (at-least-once).
+pub struct GroupContext {
+    stage: Stage,
+    metrics: Option<Arc<Metrics>>,
+    is_static: bool,
+}
+
+impl GroupContext {
+    /// Whether the member is static (`group.instance.id`): it keeps its membership over a
+    /// restart and never leaves the group on shutdown.
+    pub fn is_static(&self) -> bool {
+        self.is_static
+    }
+
+    /// The stage this consumer reads for.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (event, moved) = match rebalance {
+            Rebalance::Assign(partitions) => (RebalanceEvent::Assigned, partitions.count()),
+            Rebalance::Revoke(partitions) if consumer.assignment_lost() => {
+                (RebalanceEvent::Lost, partitions.count())
+            }
+            Rebalance::Revoke(partitions) => (RebalanceEvent::Revoked, partitions.count()),
+            Rebalance::Error(err) => {
+                tracing::warn!(stage = self.stage.as_str(), error = %err, "consumer group rebalance failed");
+                (RebalanceEvent::Error, 0)
+            }
+        };
+        let assigned = consumer.assignment().ok().map(|a| a.count());
+        tracing::info!(
+            stage = self.stage.as_str(),
+            event = event.as_str(),
+            partitions = moved,
+            assigned = assigned.unwrap_or_default(),
+            "consumer group rebalanced"
+        );
+        if let Some(metrics) = &self.metrics {
+            metrics.group.rebalanced(self.stage, event, assigned);
         }
     }
 }
@@ -162,18 +222,58 @@ impl Kafka {
         if self.embedded { "5" } else { "500" }
     }
 
-    /// A consumer in `group_id` that stores offsets only when told to.
-    pub async fn consumer(&self, group_id: &str) -> Result<StreamConsumer, SetupError> {
-        let session_timeout = if self.embedded { "6000" } else { "45000" };
-        let config = self.base(&[
+    /// The member of `group_id` that reads for `stage`: it stores offsets only when told to,
+    /// and takes part in the group as `membership` says (session timeout, heartbeats, poll
+    /// interval, assignor, static membership). With `metrics`, its rebalances feed them.
+    pub async fn consumer(
+        &self,
+        group_id: &str,
+        membership: &GroupMembership,
+        stage: Stage,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<GroupConsumer, SetupError> {
+        let session_timeout = membership.session_timeout_ms(self.embedded).to_string();
+        let heartbeat = membership.heartbeat_interval_ms.to_string();
+        let max_poll = membership.max_poll_interval_ms.to_string();
+        let mut settings = vec![
             ("group.id", group_id),
             ("enable.auto.commit", "true"),
             ("auto.commit.interval.ms", "1000"),
             ("enable.auto.offset.store", "false"),
             ("auto.offset.reset", "earliest"),
-            ("session.timeout.ms", session_timeout),
+            ("session.timeout.ms", &session_timeout),
+            ("heartbeat.interval.ms", &heartbeat),
+            ("max.poll.interval.ms", &max_poll),
+            (
+                "partition.assignment.strategy",
+                membership.assignor.strategy(),
+            ),
             ("fetch.wait.max.ms", self.fetch_wait()),
-            ("heartbeat.interval.ms", "1000"),
+        ];
+        if let Some(id) = &membership.group_instance_id {
+            settings.push(("group.instance.id", id));
+        }
+        let config = self.base(&settings);
+        if let Some(metrics) = &metrics {
+            metrics.group.register_stage(stage);
+        }
+        let context = GroupContext {
+            stage,
+            metrics,
+            is_static: membership.is_static(),
+        };
+        Ok(tokio::task::spawn_blocking(move || {
+            config.create_with_context::<_, GroupConsumer>(context)
+        })
+        .await??)
+    }
+
+    /// A client of `group_id` that never joins it, for reading the group's committed offsets.
+    pub async fn group_offsets(&self, group_id: &str) -> Result<StreamConsumer, SetupError> {
+        let config = self.base(&[
+            ("group.id", group_id),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
         ]);
         Ok(tokio::task::spawn_blocking(move || config.create::<StreamConsumer>()).await??)
     }
@@ -192,7 +292,6 @@ impl Kafka {
 
     /// The partition count of `topic` (0 when it does not exist).
     pub async fn partition_count(&self, topic: &str) -> Result<usize, SetupError> {
-        use rdkafka::consumer::Consumer;
         let probe = self.reader().await?;
         let topic = topic.to_owned();
         Ok(tokio::task::spawn_blocking(move || {
@@ -214,7 +313,6 @@ impl Kafka {
         topic: &str,
         offset: rdkafka::topic_partition_list::Offset,
     ) -> Result<StreamConsumer, SetupError> {
-        use rdkafka::consumer::Consumer;
         let partitions = self.partition_count(topic).await?;
         let reader = self.reader().await?;
         let mut assignment = rdkafka::topic_partition_list::TopicPartitionList::new();

@@ -365,10 +365,117 @@ pub struct Metrics {
     pub consumer_stalled: IntGaugeVec,
     /// Positions of the partitions this process consumes, for readiness.
     pub progress: crate::progress::Progress,
+    /// Consumer-group membership of the consuming stages.
+    pub group: GroupMetrics,
     /// Kafka client statistics.
     pub kafka: KafkaMetrics,
     /// The Bitbucket REST client.
     pub bitbucket: BitbucketMetrics,
+}
+
+/// Consumer-group membership of the consuming stages (router, workers, reporter), from their
+/// consumers' rebalance callbacks.
+#[derive(Clone)]
+pub struct GroupMetrics {
+    /// `inlet_consumer_rebalances_total{stage, event}`: rebalance callbacks by what they did to
+    /// this member's assignment (`assigned`, `revoked`, `lost`: taken away without this member
+    /// giving them up, `error`).
+    pub rebalances: IntCounterVec,
+    /// `inlet_consumer_assigned_partitions{stage}`: partitions this member holds now.
+    pub assigned_partitions: IntGaugeVec,
+    /// `inlet_consumer_last_rebalance_timestamp_seconds{stage}`: Unix time of the last rebalance
+    /// callback (time since: `time() - …`).
+    pub last_rebalance: prometheus::GaugeVec,
+}
+
+/// What a rebalance callback did to a member's assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebalanceEvent {
+    /// Partitions were added.
+    Assigned,
+    /// Partitions were given up.
+    Revoked,
+    /// Partitions were taken away (session timed out, poll interval exceeded).
+    Lost,
+    /// The rebalance failed.
+    Error,
+}
+
+impl RebalanceEvent {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RebalanceEvent::Assigned => "assigned",
+            RebalanceEvent::Revoked => "revoked",
+            RebalanceEvent::Lost => "lost",
+            RebalanceEvent::Error => "error",
+        }
+    }
+}
+
+impl GroupMetrics {
+    fn new() -> GroupMetrics {
+        GroupMetrics {
+            rebalances: counter_vec(
+                "inlet_consumer_rebalances_total",
+                "Consumer-group rebalances by what they did to this member's assignment.",
+                &["stage", "event"],
+            ),
+            assigned_partitions: IntGaugeVec::new(
+                Opts::new(
+                    "inlet_consumer_assigned_partitions",
+                    "Partitions the consumer group assigned to this member.",
+                ),
+                &["stage"],
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+            last_rebalance: prometheus::GaugeVec::new(
+                Opts::new(
+                    "inlet_consumer_last_rebalance_timestamp_seconds",
+                    "Unix time of the last rebalance of this member's consumer group.",
+                ),
+                &["stage"],
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+        }
+    }
+
+    /// Exports `stage`'s series at zero, so the first rebalance is an increase alerts see.
+    pub fn register_stage(&self, stage: crate::records::Stage) {
+        let stage = stage.as_str();
+        for event in [
+            RebalanceEvent::Assigned,
+            RebalanceEvent::Revoked,
+            RebalanceEvent::Lost,
+            RebalanceEvent::Error,
+        ] {
+            self.rebalances.with_label_values(&[stage, event.as_str()]);
+        }
+        self.assigned_partitions.with_label_values(&[stage]);
+    }
+
+    /// Records one rebalance callback of `stage` and the member's assignment size after it.
+    pub fn rebalanced(
+        &self,
+        stage: crate::records::Stage,
+        event: RebalanceEvent,
+        assigned: Option<usize>,
+    ) {
+        let stage = stage.as_str();
+        self.rebalances
+            .with_label_values(&[stage, event.as_str()])
+            .inc();
+        if let Some(assigned) = assigned {
+            self.assigned_partitions
+                .with_label_values(&[stage])
+                .set(i64::try_from(assigned).unwrap_or(i64::MAX));
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        self.last_rebalance.with_label_values(&[stage]).set(now);
+    }
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -613,8 +720,12 @@ impl Metrics {
             router.reconcile.errors.with_label_values(&[reason]);
         }
         let bitbucket = BitbucketMetrics::new();
+        let group = GroupMetrics::new();
         for collector in [
-            Box::new(kafka.producer_queue_messages.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(group.rebalances.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(group.assigned_partitions.clone()),
+            Box::new(group.last_rebalance.clone()),
+            Box::new(kafka.producer_queue_messages.clone()),
             Box::new(kafka.transmit_errors.clone()),
             Box::new(kafka.broker_rtt_seconds.clone()),
             Box::new(consumer_lag.clone()),
@@ -659,6 +770,7 @@ impl Metrics {
             consumer_lag,
             consumer_stalled,
             progress: crate::progress::Progress::default(),
+            group,
             kafka,
             bitbucket,
         })

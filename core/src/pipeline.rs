@@ -21,13 +21,13 @@ use std::panic::AssertUnwindSafe;
 use futures::stream::FuturesOrdered;
 use futures::{FutureExt, StreamExt};
 use rdkafka::Message;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::DeliveryFuture;
 use tokio_util::sync::CancellationToken;
 
-use crate::kafka::Producer;
+use crate::kafka::{GroupConsumer, Producer};
 use crate::metrics::Metrics;
 pub use crate::output::Output;
 use crate::output::{Outputs, is_fatal};
@@ -36,7 +36,7 @@ use crate::output::{Outputs, is_fatal};
 pub struct StageDeps {
     /// Consumer subscribed to the stage's input topic, offsets stored manually. Shared, so a
     /// stage can ask which partitions the group assigned it (the router's reconciler does).
-    pub consumer: Arc<StreamConsumer>,
+    pub consumer: Arc<GroupConsumer>,
     /// The idempotent producer.
     pub producer: Producer,
     /// Topic names.
@@ -113,7 +113,8 @@ struct Position {
 /// order, so one key's records never overtake each other. At most `max_in_flight` inputs are
 /// being handled or await acknowledgement at once. On shutdown it stops consuming, drops what is
 /// still being handled (it will be replayed), waits up to `deps.drain` for the outputs already
-/// handed over, stores their offsets and commits.
+/// handed over, stores their offsets and commits, then leaves the consumer group so the other
+/// members take the partitions over at once (a static member stays: see [`leave`]).
 pub async fn run<H: Handler>(
     deps: StageDeps,
     handler: H,
@@ -161,7 +162,8 @@ pub async fn run<H: Handler>(
         }
     }
     drop(handling);
-    drain_and_commit(consumer, confirming, deps.drain).await;
+    drain_and_commit(consumer.clone(), confirming, deps.drain).await;
+    leave(&consumer).await;
     Ok(())
 }
 
@@ -271,7 +273,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// On shutdown: waits up to `drain` for in-flight outputs, stores their offsets and commits.
 async fn drain_and_commit<F: Future<Output = Position>>(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<GroupConsumer>,
     mut in_flight: FuturesOrdered<F>,
     drain: Duration,
 ) {
@@ -292,6 +294,52 @@ async fn drain_and_commit<F: Future<Output = Position>>(
         Ok(Ok(())) | Ok(Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset))) => {}
         Ok(Err(err)) => tracing::warn!(error = %err, "final offset commit failed"),
         Err(err) => tracing::warn!(error = %err, "final offset commit task failed"),
+    }
+}
+
+/// The longest a departing member waits for its partitions to be revoked and its LeaveGroup sent.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// After the final commit: a dynamic member unsubscribes, which revokes its partitions
+/// (librdkafka commits their stored offsets once more) and sends LeaveGroup, so the group
+/// rebalances now instead of after a session timeout. A static member (`group.instance.id`)
+/// stays in the group on purpose: restarted under the same id within the session timeout, it
+/// gets its partitions back without any rebalance (KIP-345).
+async fn leave(consumer: &Arc<GroupConsumer>) {
+    let stage = consumer.context().stage().as_str();
+    if consumer.context().is_static() {
+        tracing::info!(
+            stage,
+            "static group member: not leaving the group; its partitions wait for this instance              up to the session timeout"
+        );
+        return;
+    }
+    let unsubscribing = consumer.clone();
+    match tokio::task::spawn_blocking(move || unsubscribing.unsubscribe()).await {
+        Ok(()) => {}
+        Err(err) => {
+            tracing::warn!(stage, error = %err, "unsubscribing failed");
+            return;
+        }
+    }
+    // The revocation is served by polling: records still fetched are dropped unhandled (their
+    // offsets were not stored, so the next owner reads them).
+    let deadline = tokio::time::Instant::now() + LEAVE_TIMEOUT;
+    loop {
+        let assigned = consumer.assignment().map(|a| a.count()).unwrap_or_default();
+        if assigned == 0 {
+            tracing::info!(stage, "left the consumer group");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                stage,
+                assigned,
+                "partitions not revoked in time; the group rebalances after the session timeout"
+            );
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), consumer.recv()).await;
     }
 }
 
@@ -441,7 +489,7 @@ const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// Sets `inlet_consumer_lag_records` for each partition the consumer is assigned, and removes the
 /// series of partitions it no longer reads (moved to another process by a rebalance).
 fn record_lag(
-    consumer: &StreamConsumer,
+    consumer: &GroupConsumer,
     metrics: &crate::metrics::Metrics,
     stage: &str,
     reported: &std::sync::Mutex<std::collections::BTreeSet<i32>>,
@@ -495,7 +543,7 @@ fn record_lag(
     }
 }
 
-fn store(consumer: &StreamConsumer, position: &Position) {
+fn store(consumer: &GroupConsumer, position: &Position) {
     if let Err(err) = consumer.store_offset(&position.topic, position.partition, position.offset) {
         // After a rebalance the partition may belong to another member; it will replay from the
         // last commit, which is the at-least-once promise.

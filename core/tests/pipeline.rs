@@ -91,7 +91,15 @@ async fn panics_and_refused_outputs_go_to_the_dlq() {
             .await
             .expect("input produced");
     }
-    let consumer = kafka.consumer("pipeline-test").await.expect("consumer");
+    let consumer = kafka
+        .consumer(
+            "pipeline-test",
+            &inlet_core::config::GroupMembership::default(),
+            inlet_core::records::Stage::Workers,
+            None,
+        )
+        .await
+        .expect("consumer");
     consumer
         .subscribe(&[&topics.triggers()])
         .expect("subscribe");

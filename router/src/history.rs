@@ -104,7 +104,7 @@ pub async fn rebuild(
 ) -> Result<Rebuilt, SetupError> {
     let partitions = kafka.partition_count(topic).await?;
     // A member of the group that never joins it: only its group id counts, for the offsets.
-    let member = kafka.consumer(group).await?;
+    let member = kafka.group_offsets(group).await?;
     let reader = kafka.reader().await?;
     // Each delivery is two keys: a partition's share of the capacity, in records.
     let per_partition = (capacity / 2 / partitions.max(1)).max(1) as i64;

@@ -59,7 +59,7 @@ use inlet_core::records::{
 };
 use inlet_core::topics::Topics;
 use rand::Rng;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -427,7 +427,7 @@ pub struct Reconciler<S> {
     /// Topic names.
     pub topics: Topics,
     /// The router's consumer, for which `inlet.webhooks` partitions this process owns.
-    pub consumer: Arc<StreamConsumer>,
+    pub consumer: Arc<inlet_core::kafka::GroupConsumer>,
     /// The producer's partitioner setting and `inlet.webhooks`'s partition count.
     pub partitioning: (String, usize),
     /// Opens integrations' access tokens.

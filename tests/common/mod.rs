@@ -183,6 +183,13 @@ impl Inlet {
         self.wait_exit()
     }
 
+    /// SIGTERM without waiting: the process drains, commits, leaves its consumer group and exits
+    /// on its own ([`Inlet::wait_exit`] waits for that).
+    pub fn terminate(&self) {
+        let pid = self.pid().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    }
+
     /// SIGKILL: the process dies without draining or committing anything.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -619,7 +626,8 @@ pub fn partitions_read(text: &str, stage: &str) -> BTreeSet<i32> {
 }
 
 /// An embedded broker run alone (`inlet dev --only-broker`) and a config for stage processes
-/// against it, with fast group rebalances: for tests that kill and restart single stages.
+/// against it, with fast group rebalances (`session_timeout_ms = 3000`, as `inlet dev` has on
+/// its embedded broker): for tests that kill and restart single stages.
 pub struct Cluster {
     /// The broker process; the cluster lives as long as it does.
     pub broker: Inlet,
@@ -637,9 +645,14 @@ impl Cluster {
     pub fn start(env: &[(&'static str, &'static str)]) -> Cluster {
         let broker = Inlet::start(&["dev", "--only-broker"], &[]);
         let config = tempfile::tempdir().expect("tempdir");
+        // The embedded broker's session timeout (what `inlet dev` uses on it): stage processes
+        // cannot tell that their broker is the embedded one.
         std::fs::write(
             config.path().join("inlet.toml"),
-            "[kafka.librdkafka]\n\"session.timeout.ms\" = \"6000\"\n\"fetch.wait.max.ms\" = \"10\"\n",
+            "[kafka.librdkafka]\n\"fetch.wait.max.ms\" = \"10\"\n\
+             [router]\nsession_timeout_ms = 3000\n\
+             [workers]\nsession_timeout_ms = 3000\n\
+             [reporter]\nsession_timeout_ms = 3000\n",
         )
         .expect("config");
         Cluster {

@@ -216,3 +216,16 @@ fn delivery_event(trigger: &StackTrigger) -> DeliveryEvent {
     record.received_at = Some(trigger.received_at.clone());
     record
 }
+
+#[cfg(test)]
+mod tests {
+    /// The configuration's bound on `max_poll_interval_ms` counts the control-log wait this
+    /// stage (and the router) really makes.
+    #[test]
+    fn the_poll_interval_bound_knows_the_control_wait() {
+        assert_eq!(
+            super::CONTROL_WAIT.as_millis(),
+            u128::from(inlet_core::config::CONTROL_WAIT_MS)
+        );
+    }
+}
