@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers of untrusted input (issue 11 item 9) for a bounded time: the webhook
 # signature header, Bitbucket payloads under every event key, control records folded into a
-# registry, and the admin API's request bodies. The targets live in fuzz/ (its own cargo
+# registry, and the admin API's request bodies; and, differentially, the edge's fast envelope
+# reader against serde_json's. The targets live in fuzz/ (its own cargo
 # project, excluded from the workspace) and run under cargo-fuzz's libFuzzer on the stable
 # toolchain, by default without a sanitizer: the crates forbid `unsafe`, so what is looked for
 # is a panic (slicing, overflow, a broken invariant) or a hang.
@@ -27,7 +28,7 @@ if [[ $sanitizer != none ]]; then
   build+=(--target-dir "target/$sanitizer")
   rerun="RUSTC_BOOTSTRAP=1 $rerun --target-dir target/$sanitizer"
 fi
-read -ra targets <<<"${FUZZ_TARGETS:-signature_header bitbucket_payload control_fold admin_bodies}"
+read -ra targets <<<"${FUZZ_TARGETS:-signature_header bitbucket_payload envelope_skim control_fold admin_bodies}"
 cargo_fuzz_version=0.13.2
 
 # The workspace's C libraries (librdkafka's build) and a C++ compiler for libFuzzer itself.
@@ -54,7 +55,7 @@ for target in "${targets[@]}"; do
   if [[ -d seeds/$target ]]; then
     cp seeds/"$target"/* "$corpus"/
   fi
-  if [[ $target == bitbucket_payload ]]; then
+  if [[ $target == bitbucket_payload || $target == envelope_skim ]]; then
     cp ../tests/fixtures/*.json "$corpus"/
     if compgen -G "$root/../shared/bitbucket-payloads/*.json" >/dev/null; then
       cp "$root"/../shared/bitbucket-payloads/*.json "$corpus"/

@@ -14,7 +14,8 @@
 //!   broker a rebalance waits the session timeout less a second for members to rejoin, 2 s
 //!   here, where a real broker goes on once every member rejoined).
 //!
-//! Stage processes get `session_timeout_ms = 3000` (the embedded broker's default, `Cluster`).
+//! Stage processes run with the default consumer-group settings: on the embedded broker, which
+//! they recognise by its cluster id, a 3 s session timeout, 1 s heartbeats, cooperative-sticky.
 //! Each test prints its takeover times and how long after the last send the last decision came.
 
 mod common;
@@ -571,6 +572,15 @@ async fn scale_out(stop: Stop) -> Measured {
         seconds(workers_takeover),
         seconds(Some(after_last_send))
     );
+    if stop == Stop::Term {
+        // Each stopped process drained, committed and left its group, then exited cleanly.
+        for process in [&mut routers[1], &mut workers[1]] {
+            let status = process.wait_exit();
+            let log = process.log();
+            assert!(status.success(), "exit {status}:\n{log}");
+            assert!(log.contains("left the consumer group"), "no leave:\n{log}");
+        }
+    }
     let routed_after = routed(&common::metrics_at(&router_addrs[0]).await);
     let decided_after = decided(&common::metrics_at(&worker_addrs[0]).await);
     eprintln!(

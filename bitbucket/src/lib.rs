@@ -4,6 +4,8 @@
 //!
 //! - [`payload`]: the webhook payload model and its lenient parser (re-exported at the crate
 //!   root: [`parse`], [`Event`], [`events`]);
+//! - `skim`: the fast path of [`envelope`], a one-pass check of a body that reads only what the
+//!   edge needs and leaves anything unusual to serde_json;
 //! - [`signature`]: `X-Hub-Signature` HMAC-SHA256 signing and constant-time verification;
 //! - [`client`]: the REST client — the files a push or a pull request changed — bounded in time
 //!   and concurrency, retrying what is worth retrying, never paging forever;
@@ -24,6 +26,7 @@ pub mod fake;
 pub mod payload;
 pub mod refs;
 pub mod signature;
+mod skim;
 pub mod webhooks;
 
 pub use payload::*;

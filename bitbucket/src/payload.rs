@@ -246,7 +246,7 @@ fn lenient_timestamp<'de, D: serde::Deserializer<'de>>(
 }
 
 /// RFC 3339, or ISO-8601 with a `+HHMM` offset.
-fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_timestamp(text: &str) -> Option<OffsetDateTime> {
     if let Ok(at) = OffsetDateTime::parse(text, &Rfc3339) {
         return Some(at);
     }
@@ -460,7 +460,7 @@ pub fn ordering_repository(body: &[u8]) -> Result<Repository, PayloadError> {
 
 /// What the edge reads of any webhook body: the repository it is ordered by and, when it is
 /// readable, the `date` Bitbucket signed it with.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     /// See [`ordering_repository`].
     pub repository: Repository,
@@ -472,7 +472,31 @@ pub struct Envelope {
 /// event by: `repository` for `repo:*` and `mirror:*` events even when the body also carries a
 /// `pullRequest` (a signed push must be keyed by the repository it is routed on), the target
 /// repository for `pr:*` events.
+///
+/// Read by a one-pass skim of the body (`skim`) when it can be sure of the answer, by serde_json
+/// ([`envelope_by_serde`]) otherwise; both give the same envelope for every body the skim reads.
 pub fn envelope(event_key: Option<&str>, body: &[u8]) -> Result<Envelope, PayloadError> {
+    envelope_by_skim(event_key, body).unwrap_or_else(|| envelope_by_serde(event_key, body))
+}
+
+/// [`envelope`]'s fast path alone: `None` when it declines the body (see the `skim` module).
+pub fn envelope_by_skim(
+    event_key: Option<&str>,
+    body: &[u8],
+) -> Option<Result<Envelope, PayloadError>> {
+    let found = crate::skim::envelope(body)?;
+    Some(select(
+        event_key,
+        found.target,
+        found.repository,
+        found.new,
+        found.date,
+    ))
+}
+
+/// [`envelope`] read by serde_json alone: the reference the fast path is checked against, and
+/// what decides (and words the error) for every body the fast path declines.
+pub fn envelope_by_serde(event_key: Option<&str>, body: &[u8]) -> Result<Envelope, PayloadError> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Raw {
@@ -495,17 +519,30 @@ pub fn envelope(event_key: Option<&str>, body: &[u8]) -> Result<Envelope, Payloa
         repository: Repository,
     }
     let raw: Raw = serde_json::from_slice(body)?;
-    let target = raw.pull_request.map(|pr| pr.to_ref.repository);
+    select(
+        event_key,
+        raw.pull_request.map(|pr| pr.to_ref.repository),
+        raw.repository,
+        raw.new,
+        raw.date,
+    )
+}
+
+/// The ordering repository among a body's candidates, for `event_key`.
+fn select(
+    event_key: Option<&str>,
+    target: Option<Repository>,
+    repository: Option<Repository>,
+    new: Option<Repository>,
+    date: Option<Timestamp>,
+) -> Result<Envelope, PayloadError> {
     let repository = if event_key.is_some_and(|key| !key.starts_with("pr:")) {
-        raw.repository.or(raw.new).or(target)
+        repository.or(new).or(target)
     } else {
-        target.or(raw.repository).or(raw.new)
+        target.or(repository).or(new)
     }
     .ok_or(PayloadError::NoRepository)?;
-    Ok(Envelope {
-        repository,
-        date: raw.date,
-    })
+    Ok(Envelope { repository, date })
 }
 
 /// A missing `repository` / `pullRequest` is reported as such rather than as a shape error.

@@ -170,7 +170,8 @@ pub struct StageConfig {
     pub max_in_flight: usize,
     /// Milliseconds without a heartbeat after which the group coordinator declares a member
     /// dead and gives its partitions to the others: the takeover time after a crash. Unset:
-    /// 10000 on a Kafka cluster, 3000 on the embedded broker of `inlet dev`.
+    /// 10000 on a Kafka cluster, 3000 on an embedded broker (`inlet dev`'s own, or another
+    /// process's `inlet dev --only-broker`, recognised by its cluster id).
     pub session_timeout_ms: Option<u64>,
     /// Milliseconds between heartbeats to the group coordinator (at most a third of the session
     /// timeout, so two may be lost without the member being declared dead).

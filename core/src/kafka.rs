@@ -232,7 +232,11 @@ impl Kafka {
         stage: Stage,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<GroupConsumer, SetupError> {
-        let session_timeout = membership.session_timeout_ms(self.embedded).to_string();
+        // Unset, the session timeout depends on the broker: a stage given bootstrap servers may
+        // still be talking to an embedded broker (`inlet dev --only-broker`).
+        let embedded =
+            self.embedded || (membership.session_timeout_ms.is_none() && self.is_mock().await);
+        let session_timeout = membership.session_timeout_ms(embedded).to_string();
         let heartbeat = membership.heartbeat_interval_ms.to_string();
         let max_poll = membership.max_poll_interval_ms.to_string();
         let mut settings = vec![
@@ -266,6 +270,30 @@ impl Kafka {
             config.create_with_context::<_, GroupConsumer>(context)
         })
         .await??)
+    }
+
+    /// Whether the cluster is librdkafka's mock, an embedded broker run by another process
+    /// (`inlet dev --only-broker`): its cluster id says so (`mockCluster…`; Kafka's are base64
+    /// UUIDs). False when the cluster does not answer within 5 s.
+    async fn is_mock(&self) -> bool {
+        let Ok(probe) = self.reader().await else {
+            return false;
+        };
+        let id = tokio::task::spawn_blocking(move || {
+            probe.client().fetch_cluster_id(Duration::from_secs(5))
+        })
+        .await
+        .ok()
+        .flatten();
+        let mock = id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("mockCluster"));
+        if mock {
+            tracing::info!(
+                "the cluster is an embedded broker: consumer groups use its session timeout"
+            );
+        }
+        mock
     }
 
     /// A client of `group_id` that never joins it, for reading the group's committed offsets.

@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the webhook edge's per-request work: signature verification (with the
-//! sealed secret opened, as ingest does) and payload parsing.
+//! sealed secret opened, as ingest does), payload parsing, and the envelope the edge reads.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use inlet_bitbucket::signature::{sign, verify};
@@ -69,5 +69,21 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, signature, parse);
+/// What the edge reads of a body (`envelope`): the fast path against serde_json alone.
+fn envelope(c: &mut Criterion) {
+    let mut group = c.benchmark_group("envelope");
+    for name in ["pr_opened.json", "repo_refs_changed_multi.json"] {
+        let body = fixture(name);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::new("skim", name), &body, |b, body| {
+            b.iter(|| bitbucket::envelope(Some(events::PR_OPENED), body).expect("valid"))
+        });
+        group.bench_with_input(BenchmarkId::new("serde", name), &body, |b, body| {
+            b.iter(|| bitbucket::envelope_by_serde(Some(events::PR_OPENED), body).expect("valid"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, signature, parse, envelope);
 criterion_main!(benches);

@@ -130,7 +130,11 @@ impl<P: Publish> Webhooks<P> {
             Err(err) => return err.into_response(),
         };
         let mut report = Report::new(integration, request.headers());
-        let span = tracing::info_span!(
+        // A debug span: every line a request logs at info or above names the integration and
+        // delivery id itself (`Report::log`), and an enabled span per request costs about 4 % of
+        // ingest's CPU at full load (docs/BENCHMARKS.md, "Edge CPU"); with `RUST_LOG=debug` the
+        // retry lines of the publish get it.
+        let span = tracing::debug_span!(
             "webhook",
             integration = %report.integration,
             delivery_id = report.delivery_id.as_deref().unwrap_or_default(),
@@ -212,7 +216,7 @@ impl<P: Publish> Webhooks<P> {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let limit = self.limits.max_body_bytes;
-        let declared = header_str(headers, header::CONTENT_LENGTH.as_str())
+        let declared = header_text(headers, header::CONTENT_LENGTH.as_str())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|length| length > limit as u64) {
             return Err(WebhookError::BodyTooLarge(limit));
@@ -240,7 +244,11 @@ impl<P: Publish> Webhooks<P> {
         let limit = self.limits.max_body_bytes;
         let mut held = self.budget(declared)?;
         let mut body = std::pin::pin!(body);
-        let mut buffer = bytes::BytesMut::with_capacity(declared);
+        // A body that arrives in one frame (the usual case: it came in the same read as the
+        // head) is kept as hyper's buffer, not copied. It may keep the rest of that read buffer
+        // (at most hyper's buffer size) alive with it; the budget counts the body's bytes.
+        let mut first: Option<Bytes> = None;
+        let mut buffer = bytes::BytesMut::new();
         loop {
             let frame = tokio::time::timeout(self.limits.body_idle_timeout, body.frame())
                 .await
@@ -251,16 +259,25 @@ impl<P: Publish> Webhooks<P> {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            if buffer.len() + data.len() > limit {
+            let length = first.as_ref().map_or(buffer.len(), Bytes::len);
+            if length + data.len() > limit {
                 return Err(WebhookError::BodyTooLarge(limit));
             }
-            let needed = (buffer.len() + data.len()).saturating_sub(held.num_permits());
+            let needed = (length + data.len()).saturating_sub(held.num_permits());
             if needed > 0 {
                 held.merge(self.budget(needed)?);
             }
+            if buffer.is_empty() && first.is_none() {
+                first = Some(data);
+                continue;
+            }
+            if let Some(first) = first.take() {
+                buffer.reserve(declared.max(first.len() + data.len()));
+                buffer.extend_from_slice(&first);
+            }
             buffer.extend_from_slice(&data);
         }
-        Ok((buffer.freeze(), held))
+        Ok((first.unwrap_or_else(|| buffer.freeze()), held))
     }
 
     /// `bytes` of the global body budget, or 503 when it has no room.
@@ -331,9 +348,9 @@ impl<P: Publish> Webhooks<P> {
             // Continue the caller's trace when it sent one; start one otherwise, so a delivery can
             // be followed across stages either way.
             traceparent: Some(
-                header_str(headers, "traceparent")
+                header_text(headers, "traceparent")
                     .filter(|t| trace_id(t).is_some())
-                    .unwrap_or_else(new_traceparent),
+                    .map_or_else(new_traceparent, str::to_owned),
             ),
             control_offset: self.control.applied_offset(),
             verified,
@@ -410,7 +427,7 @@ impl Report {
         Report {
             integration,
             known: false,
-            event_key: header_str(headers, "x-event-key").map(|key| clip(&key).to_owned()),
+            event_key: header_text(headers, "x-event-key").map(|key| clip(key).to_owned()),
             delivery_id: header_str(headers, "x-request-id").filter(|_| !invalid_delivery_id),
             invalid_delivery_id,
         }
@@ -514,9 +531,14 @@ fn valid_request_id(id: &[u8]) -> bool {
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
+    header_text(headers, name).map(str::to_owned)
+}
+
+/// A header's trimmed, non-empty text value.
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_owned())
+        .map(str::trim)
         .filter(|v| !v.is_empty())
 }

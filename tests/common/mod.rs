@@ -626,8 +626,9 @@ pub fn partitions_read(text: &str, stage: &str) -> BTreeSet<i32> {
 }
 
 /// An embedded broker run alone (`inlet dev --only-broker`) and a config for stage processes
-/// against it, with fast group rebalances (`session_timeout_ms = 3000`, as `inlet dev` has on
-/// its embedded broker): for tests that kill and restart single stages.
+/// against it, with fast group rebalances (the embedded broker's default session timeout, 3 s,
+/// which stage processes take once they see its cluster id): for tests that kill and restart
+/// single stages.
 pub struct Cluster {
     /// The broker process; the cluster lives as long as it does.
     pub broker: Inlet,
@@ -645,14 +646,11 @@ impl Cluster {
     pub fn start(env: &[(&'static str, &'static str)]) -> Cluster {
         let broker = Inlet::start(&["dev", "--only-broker"], &[]);
         let config = tempfile::tempdir().expect("tempdir");
-        // The embedded broker's session timeout (what `inlet dev` uses on it): stage processes
-        // cannot tell that their broker is the embedded one.
+        // Stage processes recognise the embedded broker by its cluster id and take its session
+        // timeout (3 s); they cannot tell how long a fetch waits on it, so that is set here.
         std::fs::write(
             config.path().join("inlet.toml"),
-            "[kafka.librdkafka]\n\"fetch.wait.max.ms\" = \"10\"\n\
-             [router]\nsession_timeout_ms = 3000\n\
-             [workers]\nsession_timeout_ms = 3000\n\
-             [reporter]\nsession_timeout_ms = 3000\n",
+            "[kafka.librdkafka]\n\"fetch.wait.max.ms\" = \"10\"\n",
         )
         .expect("config");
         Cluster {
