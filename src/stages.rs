@@ -26,7 +26,6 @@ use inlet_core::ready::ReadyInfo;
 use inlet_core::records::Stage;
 use inlet_core::secret::Secret;
 use inlet_core::topics::Topics;
-use rdkafka::consumer::Consumer;
 use tokio::net::TcpListener;
 
 /// A connection to the cluster shared by the stages of one process.
@@ -90,15 +89,15 @@ fn drain(config: &Config) -> Duration {
     Duration::from_secs(config.shutdown_timeout_secs)
 }
 
-/// The member of `stage`'s consumer group (as `config` sets it up) subscribed to `topics`.
-async fn subscribed(
+/// The member of `stage`'s consumer group, as `config` sets it up; the consume loop subscribes
+/// it when it starts.
+async fn member(
     connected: &Connected,
     config: &StageConfig,
     stage: Stage,
-    topics: &[&str],
 ) -> anyhow::Result<GroupConsumer> {
     let group = &config.group_id;
-    let consumer = connected
+    connected
         .kafka
         .consumer(
             group,
@@ -107,11 +106,7 @@ async fn subscribed(
             Some(connected.metrics.clone()),
         )
         .await
-        .with_context(|| format!("creating consumer {group}"))?;
-    consumer
-        .subscribe(topics)
-        .with_context(|| format!("subscribing to {}", topics.join(", ")))?;
-    Ok(consumer)
+        .with_context(|| format!("creating consumer {group}"))
 }
 
 struct Listeners {
@@ -227,7 +222,7 @@ async fn serve_ingest(config: &Config, process: IngestProcess, shutdown: Cancell
     );
 }
 
-/// A consuming stage's dependencies: a member of its group subscribed to `topic`.
+/// A consuming stage's dependencies: a member of its group, to read `topic`.
 async fn stage_deps(
     config: &Config,
     connected: &Connected,
@@ -236,7 +231,8 @@ async fn stage_deps(
 ) -> anyhow::Result<StageDeps> {
     Ok(StageDeps {
         pipeline: PipelineDeps {
-            consumer: Arc::new(subscribed(connected, stage.0, stage.1, &[topic]).await?),
+            consumer: Arc::new(member(connected, stage.0, stage.1).await?),
+            input: vec![topic.to_owned()],
             producer: connected.producer.clone(),
             topics: connected.topics.clone(),
             drain: drain(config),
@@ -541,13 +537,12 @@ async fn reporter_deps(
             connected.topics.run_updates()
         );
     }
-    let topics = [connected.topics.runs(), connected.topics.run_updates()];
-    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-    let consumer = subscribed(connected, &config.reporter.stage(), Stage::Reporter, &names).await?;
+    let consumer = member(connected, &config.reporter.stage(), Stage::Reporter).await?;
     Ok(inlet_reporter::Deps {
         stage: StageDeps {
             pipeline: PipelineDeps {
                 consumer: Arc::new(consumer),
+                input: vec![connected.topics.runs(), connected.topics.run_updates()],
                 producer: connected.producer.clone(),
                 topics: connected.topics.clone(),
                 drain: drain(config),

@@ -34,9 +34,13 @@ use crate::output::{Outputs, is_fatal};
 
 /// What the consume loop of a stage (router, workers) runs with, built by the caller.
 pub struct StageDeps {
-    /// Consumer subscribed to the stage's input topic, offsets stored manually. Shared, so a
-    /// stage can ask which partitions the group assigned it (the router's reconciler does).
+    /// The member of the stage's consumer group, offsets stored manually. Shared, so a stage can
+    /// ask which partitions the group assigned it (the router's reconciler does).
     pub consumer: Arc<GroupConsumer>,
+    /// The topics the consumer subscribes to when the loop starts. Not before: a member that
+    /// joined its group but does not poll yet (the router reading back its history) would hold
+    /// partitions idle, and its `max.poll.interval.ms` would already run.
+    pub input: Vec<String>,
     /// The idempotent producer.
     pub producer: Producer,
     /// Topic names.
@@ -129,6 +133,8 @@ pub async fn run<H: Handler>(
         shutdown,
     };
     let consumer = deps.consumer;
+    let input: Vec<&str> = deps.input.iter().map(String::as_str).collect();
+    consumer.subscribe(&input)?;
     let reported = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
     lag_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -13,7 +13,7 @@ use inlet_core::pipeline::{self, Handler, Poison, StageDeps};
 use inlet_core::records::{Stage, headers};
 use inlet_core::topics::Topics;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::StreamConsumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::topic_partition_list::Offset;
 
@@ -100,13 +100,11 @@ async fn panics_and_refused_outputs_go_to_the_dlq() {
         )
         .await
         .expect("consumer");
-    consumer
-        .subscribe(&[&topics.triggers()])
-        .expect("subscribe");
     let metrics = Metrics::new();
     let shutdown = CancellationToken::new();
     let deps = StageDeps {
         consumer: std::sync::Arc::new(consumer),
+        input: vec![topics.triggers()],
         producer,
         topics: topics.clone(),
         drain: Duration::from_secs(5),
