@@ -109,8 +109,8 @@ struct Position {
     offset: i64,
 }
 
-/// Consumes `deps.consumer` (already subscribed) until `shutdown`, producing each input's outputs
-/// and storing offsets in order as outputs are acknowledged.
+/// Subscribes `deps.consumer` to `deps.input` and consumes until `shutdown`, producing each
+/// input's outputs and storing offsets in order as outputs are acknowledged.
 ///
 /// Inputs are handled concurrently (a handler may wait on a lookup, e.g. the router asking
 /// Bitbucket for changed files), but their outputs are handed to the producer strictly in input

@@ -63,8 +63,8 @@ const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// What the stage runs with, built by the caller.
 pub struct Deps {
-    /// The consume loop's clients (subscribed to `inlet.runs` and `inlet.run-updates`) and this
-    /// process's control fold.
+    /// The consume loop's clients (its group member reads `inlet.runs` and `inlet.run-updates`)
+    /// and this process's control fold.
     pub stage: StageDeps,
     /// The Bitbucket REST client.
     pub client: Client,
