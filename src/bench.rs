@@ -43,6 +43,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::stages::{self, DevOptions};
 
+mod registry;
 mod scrape;
 
 /// `inlet bench` flags.
@@ -97,6 +98,17 @@ pub struct BenchArgs {
     /// from a fake Bitbucket that takes this many milliseconds per request (path filters on).
     #[arg(long, value_name = "MS", conflicts_with = "url")]
     pub bitbucket_latency_ms: Option<u64>,
+    /// Instead of load: start `inlet dev --only-broker`, write a synthetic control log of
+    /// `--registry-stacks` stacks and 1,000 integrations and its snapshot, then start each stage
+    /// against it `--runs` times and report its time to ready and its memory (docs/BENCHMARKS.md).
+    #[arg(long, conflicts_with_all = ["url", "compare", "only_ingest"])]
+    pub registry_scale: bool,
+    /// Stacks of the --registry-scale registry.
+    #[arg(long, default_value_t = 100_000)]
+    pub registry_stacks: usize,
+    /// Starts of each stage with --registry-scale.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
     /// Profiling aid: skip the inlet phase and load only the bare loop (implies --compare).
     #[arg(long, hide = true)]
     pub baseline_only: bool,
@@ -104,6 +116,9 @@ pub struct BenchArgs {
 
 /// Runs the benchmark.
 pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
+    if args.registry_scale {
+        return registry::run(&config, args.registry_stacks, args.runs.max(1), args.json).await;
+    }
     if args.concurrency == 0 || args.repositories == 0 || args.duration == 0 {
         bail!("--concurrency, --repositories and --duration must be at least 1");
     }

@@ -10,6 +10,7 @@ use inlet_bitbucket::client::Client as BitbucketClient;
 use inlet_control::StageDeps;
 use inlet_control::control_log::ControlLog;
 use inlet_control::crypto::SecretsKey;
+use inlet_control::snapshot::SnapshotPolicy;
 use inlet_core::CancellationToken;
 use inlet_core::config::Config;
 use inlet_core::kafka::{EmbeddedBroker, Kafka};
@@ -61,6 +62,12 @@ async fn connect(
         topics.control(),
         producer.clone(),
         metrics.control.clone(),
+        // The processes that append commands (the admin API) write snapshots; the others only
+        // load them, and need no write access to the snapshot topic.
+        SnapshotPolicy {
+            write: matches!(stage, "ingest" | "dev"),
+            ..SnapshotPolicy::default()
+        },
         shutdown.clone(),
     )
     .await

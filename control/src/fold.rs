@@ -551,7 +551,7 @@ impl Registry {
             incarnation: incarnation.to_owned(),
         };
         self.index_stack(&stack);
-        self.stacks.insert(stack.id.clone(), stack);
+        self.stacks.insert(stack.id.clone(), Box::new(stack));
         Ok(Applied::default())
     }
 

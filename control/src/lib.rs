@@ -10,6 +10,9 @@
 //! - [`fold`]: the deterministic fold of those commands into the [`registry::Registry`];
 //! - [`registry`]: the folded state and its indexed queries;
 //! - [`control_log`]: following the control topic in the background; append-and-wait;
+//! - [`snapshot`]: the registry as of an offset on `inlet.control-snapshots`, so a starting
+//!   process folds only the tail;
+//! - [`synthetic`]: a generated control log of realistic shape, for benchmarks and scale tests;
 //! - [`crypto`]: secrets sealed at rest (AES-256-GCM);
 //! - [`deliveries`]: this process's view of `inlet.deliveries` (the delivery log);
 //! - [`admin`]: the admin HTTP API (`/api/v1`), served by the ingest process.
@@ -30,6 +33,8 @@ pub mod domain;
 pub mod fold;
 pub mod paths;
 pub mod registry;
+pub mod snapshot;
+pub mod synthetic;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -78,6 +78,7 @@ impl Api {
             topics.control(),
             producer.clone(),
             metrics.control.clone(),
+            inlet_control::snapshot::SnapshotPolicy::default(),
             shutdown.clone(),
         )
         .await

@@ -139,6 +139,23 @@ pub struct ControlMetrics {
     pub commands: IntCounterVec,
     /// `inlet_control_registry_entities{kind}`: spaces, integrations, stacks, api_keys.
     pub entities: IntGaugeVec,
+    /// `inlet_control_snapshot_writes_total{outcome}`: snapshots this process wrote (`written`)
+    /// or failed to write (`failed`).
+    pub snapshot_writes: IntCounterVec,
+    /// `inlet_control_snapshot_write_duration_seconds`: serializing and writing one snapshot.
+    pub snapshot_write_seconds: Histogram,
+    /// `inlet_control_snapshot_size_bytes`: bytes of the last snapshot written or loaded.
+    pub snapshot_bytes: IntGauge,
+    /// `inlet_control_snapshot_offset`: the control offset the last snapshot written or loaded
+    /// covers (-1: none).
+    pub snapshot_offset: IntGauge,
+    /// `inlet_control_snapshot_loads_total{outcome}`: at startup, `loaded`, `none` (no usable
+    /// snapshot: folded from offset 0) or `skipped` (per manifest passed over: invalid, another
+    /// version, or a gap before the log's start).
+    pub snapshot_loads: IntCounterVec,
+    /// `inlet_control_catch_up_duration_seconds`: how long startup took to load the snapshot and
+    /// fold the log to its end.
+    pub catch_up_seconds: prometheus::Gauge,
 }
 
 /// librdkafka's view of the producer and brokers (from its statistics, every 10 s).
@@ -672,7 +689,44 @@ impl Metrics {
                 &["kind"],
             )
             .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+            snapshot_writes: counter_vec(
+                "inlet_control_snapshot_writes_total",
+                "Control snapshots this process wrote, by outcome (written, failed).",
+                &["outcome"],
+            ),
+            snapshot_write_seconds: histogram(
+                "inlet_control_snapshot_write_duration_seconds",
+                "Time to serialize and write one control snapshot.",
+                vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0],
+            ),
+            snapshot_bytes: IntGauge::new(
+                "inlet_control_snapshot_size_bytes",
+                "Bytes of the last control snapshot written or loaded.",
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+            snapshot_offset: IntGauge::new(
+                "inlet_control_snapshot_offset",
+                "The control offset the last snapshot written or loaded covers (-1: none).",
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
+            snapshot_loads: counter_vec(
+                "inlet_control_snapshot_loads_total",
+                "Control snapshot loads at startup, by outcome (loaded, none, skipped).",
+                &["outcome"],
+            ),
+            catch_up_seconds: prometheus::Gauge::new(
+                "inlet_control_catch_up_duration_seconds",
+                "Time startup took to load a snapshot and fold the control log to its end.",
+            )
+            .unwrap_or_else(|err| unreachable!("static metric definition: {err}")),
         };
+        control.snapshot_offset.set(-1);
+        for outcome in ["written", "failed"] {
+            control.snapshot_writes.with_label_values(&[outcome]);
+        }
+        for outcome in ["loaded", "none", "skipped"] {
+            control.snapshot_loads.with_label_values(&[outcome]);
+        }
         let consumer_lag = IntGaugeVec::new(
             Opts::new(
                 "inlet_consumer_lag_records",
@@ -751,6 +805,12 @@ impl Metrics {
             Box::new(control.end_offset.clone()),
             Box::new(control.commands.clone()),
             Box::new(control.entities.clone()),
+            Box::new(control.snapshot_writes.clone()),
+            Box::new(control.snapshot_write_seconds.clone()),
+            Box::new(control.snapshot_bytes.clone()),
+            Box::new(control.snapshot_offset.clone()),
+            Box::new(control.snapshot_loads.clone()),
+            Box::new(control.catch_up_seconds.clone()),
             Box::new(bitbucket.calls.clone()),
             Box::new(bitbucket.call_seconds.clone()),
             Box::new(bitbucket.retries.clone()),

@@ -39,6 +39,13 @@ impl Topics {
         format!("{}control", self.prefix)
     }
 
+    /// Snapshots of the folded control log (`snapshot/<N>/<i>` chunks and manifests); compacted.
+    /// Several partitions, so a snapshot larger than one partition of the embedded broker holds
+    /// (5 MiB) fits: chunks go round robin to partitions 1.., manifests to partition 0.
+    pub fn control_snapshots(&self) -> String {
+        format!("{}control-snapshots", self.prefix)
+    }
+
     /// Raw authenticated webhooks, keyed by integration/project/repo.
     pub fn webhooks(&self) -> String {
         format!("{}webhooks", self.prefix)
@@ -84,12 +91,14 @@ impl Topics {
             // Webhooks in; the admin API's control log, manual runs and the delivery log.
             "ingest" => vec![
                 self.control(),
+                self.control_snapshots(),
                 self.webhooks(),
                 self.triggers(),
                 self.deliveries(),
             ],
             "router" => vec![
                 self.control(),
+                self.control_snapshots(),
                 self.webhooks(),
                 self.triggers(),
                 self.deliveries(),
@@ -98,6 +107,7 @@ impl Topics {
             ],
             "workers" => vec![
                 self.control(),
+                self.control_snapshots(),
                 self.triggers(),
                 self.runs(),
                 self.deliveries(),
@@ -105,6 +115,7 @@ impl Topics {
             ],
             "reporter" => vec![
                 self.control(),
+                self.control_snapshots(),
                 self.runs(),
                 self.run_updates(),
                 self.deliveries(),
@@ -128,6 +139,10 @@ impl Topics {
         };
         vec![
             spec(self.control(), 1, -1),
+            TopicSpec {
+                compacted: true,
+                ..spec(self.control_snapshots(), 12, -1)
+            },
             spec(self.webhooks(), 12, 7 * DAY_MS),
             spec(self.triggers(), 12, 7 * DAY_MS),
             spec(self.runs(), 12, 7 * DAY_MS),
@@ -161,6 +176,7 @@ mod tests {
             names("ingest"),
             [
                 "inlet.control",
+                "inlet.control-snapshots",
                 "inlet.webhooks",
                 "inlet.triggers",
                 "inlet.deliveries"
@@ -192,6 +208,7 @@ mod tests {
             summary,
             vec![
                 ("inlet.control", 1),
+                ("inlet.control-snapshots", 12),
                 ("inlet.webhooks", 12),
                 ("inlet.triggers", 12),
                 ("inlet.runs", 12),
@@ -202,10 +219,8 @@ mod tests {
             ]
         );
         assert_eq!(specs[0].retention_ms, -1);
-        assert!(
-            specs
-                .iter()
-                .all(|s| s.compacted == (s.name == "inlet.heads"))
-        );
+        assert!(specs.iter().all(
+            |s| s.compacted == (s.name == "inlet.heads" || s.name == "inlet.control-snapshots")
+        ));
     }
 }
