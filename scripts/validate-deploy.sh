@@ -927,6 +927,7 @@ for stage in STAGES:
     for grant in sorted(b - a):
         problems.append(f"{user}: strimzi-kafkausers.yaml grants {grant}, acls.sh does not")
     needed = {("topic", "inlet.", "prefix", "Describe"), ("topic", "inlet.control", "literal", "Read"),
+              ("topic", "inlet.control-snapshots", "literal", "Read"),
               ("topic", "inlet.control", "literal", "DescribeConfigs"), ("group", "inlet-reader", "literal", "Read")}
     if stage in INPUTS:
         needed |= {("topic", f"inlet.{t}", "literal", "Read") for t in INPUTS[stage]}
@@ -939,9 +940,12 @@ for stage in STAGES:
         needed |= {("topic", "inlet.heads", "literal", op) for op in ("Read", "Write", "DescribeConfigs")}
     for grant in sorted(needed - a):
         problems.append(f"{user}: not granted {grant}")
-    writes_control = ("topic", "inlet.control", "literal", "Write")
-    if stage != "ingest" and (writes_control in a or writes_control in b):
-        problems.append(f"{user}: may write inlet.control (only ingest may)")
+    if stage == "ingest":
+        needed |= {("topic", "inlet.control-snapshots", "literal", "Write")}
+    for topic in ("inlet.control", "inlet.control-snapshots"):
+        writes_control = ("topic", topic, "literal", "Write")
+        if stage != "ingest" and (writes_control in a or writes_control in b):
+            problems.append(f"{user}: may write {topic} (only ingest may)")
 report("deploy/kafka: acls.sh and strimzi-kafkausers.yaml agree; every stage can read its input, "
        "write its outputs, join its group", problems)
 

@@ -8,7 +8,8 @@
 //! and 10 API keys, interleaved. The folded registry holds 100,000 stacks. Every command is
 //! accepted: the set-up folds the log once and panics on the first rejection.
 //!
-//! Run with `cargo bench -p inlet-core --bench fold`. Benchmarks:
+//! The log is `inlet_control::synthetic` (shared with `inlet bench --registry-scale`). Run with
+//! `cargo bench -p inlet-control --bench fold`. Benchmarks:
 //!
 //! - `control_fold/parse_and_apply`: what a starting process does, parse every record with
 //!   serde_json and `Registry::apply` it to a fresh registry;

@@ -137,12 +137,13 @@ if [[ $action == list ]]; then
   exit 0
 fi
 
-# ingest: webhooks in, the admin API (the only writer of the control log: the root of trust),
+# ingest: webhooks in, the admin API (the only writer of the control log: the root of trust, and
+# of its snapshots, which every stage reads at startup),
 # manual runs, redelivery (reads a stored webhook, writes it again), the delivery log.
 if [[ -n $ingest ]]; then
   common "$ingest"
-  reads "$ingest" control deliveries webhooks
-  writes "$ingest" control webhooks triggers deliveries
+  reads "$ingest" control control-snapshots deliveries webhooks
+  writes "$ingest" control control-snapshots webhooks triggers deliveries
 fi
 
 # router: webhooks → triggers. Reconciliation: the last-seen heads (inlet.heads, read back from
@@ -150,7 +151,7 @@ fi
 # and the deliveries Bitbucket never made, written to inlet.webhooks like a webhook.
 if [[ -n $router ]]; then
   common "$router"
-  reads "$router" webhooks control heads
+  reads "$router" webhooks control control-snapshots heads
   writes "$router" webhooks triggers deliveries dlq heads
   allow "$router" --topic "$(topic heads)" --operation DescribeConfigs
   groups "$router" "$router_group"
@@ -159,7 +160,7 @@ fi
 # workers: triggers → run decisions.
 if [[ -n $workers ]]; then
   common "$workers"
-  reads "$workers" triggers control
+  reads "$workers" triggers control control-snapshots
   writes "$workers" runs deliveries dlq
   groups "$workers" "$workers_group"
 fi
@@ -167,7 +168,7 @@ fi
 # reporter: run decisions and schedulers' run updates → Bitbucket build statuses, the delivery log.
 if [[ -n $reporter ]]; then
   common "$reporter"
-  reads "$reporter" runs run-updates control
+  reads "$reporter" runs run-updates control control-snapshots
   writes "$reporter" deliveries dlq
   groups "$reporter" "$reporter_group"
 fi
