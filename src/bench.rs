@@ -193,6 +193,19 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     } else {
         Some(DecisionWatch::start(&config, &target).await?)
     };
+    // In-process, the router's and workers' consumer groups form a few seconds after the stages
+    // are ready (the embedded broker waits for more members first); load sent before would wait
+    // for them and show start-up as latency.
+    if e2e.is_some() && args.url.is_empty() {
+        let metrics = format!(
+            "{}/metrics",
+            target.admin_base_url.as_deref().unwrap_or_default()
+        );
+        if !scrape::wait_for_groups(&metrics, &["router", "workers"], Duration::from_secs(30)).await
+        {
+            eprintln!("bench: router and workers have no partitions after 30 s; measuring anyway");
+        }
+    }
     let bases = if args.url.is_empty() {
         vec![target.webhook_base_url.clone().unwrap_or_default()]
     } else {

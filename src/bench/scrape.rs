@@ -40,6 +40,9 @@ pub struct Snapshot {
     /// Partitions each consuming stage reads: its `inlet_consumer_lag_records{stage, partition}`
     /// series.
     partitions: BTreeMap<String, usize>,
+    /// Partitions the consumer group has assigned each stage now:
+    /// `inlet_consumer_assigned_partitions{stage}`.
+    assigned: BTreeMap<String, f64>,
 }
 
 impl Snapshot {
@@ -63,6 +66,11 @@ impl Snapshot {
                     snapshot.decisions += value;
                 }
                 "inlet_reporter_statuses_total" => snapshot.statuses += value,
+                "inlet_consumer_assigned_partitions" => {
+                    if let Some(stage) = label("stage") {
+                        *snapshot.assigned.entry(stage.to_owned()).or_default() += value;
+                    }
+                }
                 "inlet_consumer_lag_records" => {
                     if let Some(stage) = label("stage") {
                         *snapshot.partitions.entry(stage.to_owned()).or_default() += 1;
@@ -267,6 +275,28 @@ impl ProcessReport {
                 )
             })
             .collect()
+    }
+}
+
+/// Waits until the process at `url` has partitions assigned to each of `stages` (its consumer
+/// groups have formed), for at most `deadline`; whether they did. Load sent before that waits in
+/// the topic for the group, which is start-up, not the pipeline's latency.
+pub async fn wait_for_groups(url: &str, stages: &[&str], deadline: Duration) -> bool {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if let Ok(Ok(text)) = tokio::time::timeout(Duration::from_secs(5), fetch(url)).await {
+            let snapshot = Snapshot::parse(&text);
+            if stages
+                .iter()
+                .all(|stage| snapshot.assigned.get(*stage).is_some_and(|n| *n > 0.0))
+            {
+                return true;
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
