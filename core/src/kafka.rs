@@ -153,6 +153,8 @@ pub struct Kafka {
     bootstrap_servers: String,
     config: KafkaConfig,
     embedded: bool,
+    /// Whether the cluster is librdkafka's mock, once a client has asked (shared by clones).
+    mock: Arc<std::sync::OnceLock<bool>>,
 }
 
 impl Kafka {
@@ -162,6 +164,7 @@ impl Kafka {
             bootstrap_servers: bootstrap_servers.into(),
             config: config.clone(),
             embedded,
+            mock: Arc::default(),
         }
     }
 
@@ -275,7 +278,12 @@ impl Kafka {
     /// Whether the cluster is librdkafka's mock, an embedded broker run by another process
     /// (`inlet dev --only-broker`): its cluster id says so (`mockCluster…`; Kafka's are base64
     /// UUIDs). False when the cluster does not answer within 5 s.
-    async fn is_mock(&self) -> bool {
+    /// Asked once per process (clones share the answer): a fresh client's first cluster id can
+    /// take a second to arrive.
+    pub async fn is_mock(&self) -> bool {
+        if let Some(mock) = self.mock.get() {
+            return *mock;
+        }
         let Ok(probe) = self.reader().await else {
             return false;
         };
@@ -285,10 +293,15 @@ impl Kafka {
         .await
         .ok()
         .flatten();
-        let mock = id
-            .as_deref()
-            .is_some_and(|id| id.starts_with("mockCluster"));
-        if mock {
+        self.learn_cluster_id(id.as_deref())
+    }
+
+    /// Records what a client learnt of the cluster id (`None`: it did not answer, asked again
+    /// next time); whether it is the mock.
+    fn learn_cluster_id(&self, id: Option<&str>) -> bool {
+        let Some(id) = id else { return false };
+        let mock = id.starts_with("mockCluster");
+        if self.mock.set(mock).is_ok() && mock {
             tracing::info!(
                 "the cluster is an embedded broker (librdkafka's mock cluster, by its cluster id)"
             );
@@ -355,7 +368,8 @@ impl Kafka {
     /// embedded broker, which has no admin API, or when the broker does not answer in 2 s).
     pub async fn topic_config(&self, topic: &str, key: &str) -> Result<Option<String>, SetupError> {
         use rdkafka::admin::ResourceSpecifier;
-        if self.embedded {
+        // The mock has no DescribeConfigs and never answers it: asking would only wait 2 s.
+        if self.embedded || self.is_mock().await {
             return Ok(None);
         }
         let config = self.base(&[]);
@@ -396,7 +410,7 @@ impl Kafka {
             return Ok(());
         }
         let config = self.base(&[]);
-        let (admin, existing) = tokio::task::spawn_blocking(move || {
+        let (admin, existing, cluster_id) = tokio::task::spawn_blocking(move || {
             let admin = config.create::<AdminClient<DefaultClientContext>>()?;
             let metadata = admin
                 .inner()
@@ -407,9 +421,12 @@ impl Kafka {
                 .filter(|t| t.error().is_none())
                 .map(|t| t.name().to_owned())
                 .collect();
-            Ok::<_, KafkaError>((admin, existing))
+            // Connected now, so the cluster id is at hand (a fresh probe may wait a second).
+            let cluster_id = admin.inner().fetch_cluster_id(Duration::from_secs(5));
+            Ok::<_, KafkaError>((admin, existing, cluster_id))
         })
         .await??;
+        self.learn_cluster_id(cluster_id.as_deref());
         let missing: Vec<&TopicSpec> = specs
             .iter()
             .filter(|spec| !existing.contains(&spec.name))
