@@ -118,19 +118,9 @@ impl<'a> Skim<'a> {
 
     /// `pullRequest`: an object whose `toRef.repository` is required.
     fn target(&mut self) -> Option<Repository> {
-        let mut to_ref = None;
-        self.object(1, |skim, key| match key {
-            b"toRef" => {
-                let mut repository = None;
-                let read = skim.object(2, |skim, key| match key {
-                    b"repository" => once(&mut repository, skim.repository()?),
-                    _ => skim.skip(3),
-                });
-                once(&mut to_ref, read.and(repository)?)
-            }
-            _ => skim.skip(2),
-        })?;
-        to_ref
+        self.required(1, b"toRef", |skim| {
+            skim.required(2, b"repository", Skim::repository)
+        })
     }
 
     /// A repository object: `slug` and `project.key` required.
@@ -138,14 +128,7 @@ impl<'a> Skim<'a> {
         let (mut slug, mut project) = (None, None);
         self.object(3, |skim, key| match key {
             b"slug" => once(&mut slug, skim.plain_string()?),
-            b"project" => {
-                let mut project_key = None;
-                let read = skim.object(4, |skim, key| match key {
-                    b"key" => once(&mut project_key, skim.plain_string()?),
-                    _ => skim.skip(5),
-                });
-                once(&mut project, read.and(project_key)?)
-            }
+            b"project" => once(&mut project, skim.required(4, b"key", Skim::plain_string)?),
             _ => skim.skip(4),
         })?;
         Some(Repository {
@@ -154,6 +137,25 @@ impl<'a> Skim<'a> {
                 key: project?.to_owned(),
             },
         })
+    }
+
+    /// An object at nesting level `depth` of which only the field `name` is read, by `read`: it
+    /// must be there, once; the other fields are skipped.
+    fn required<T>(
+        &mut self,
+        depth: usize,
+        name: &[u8],
+        mut read: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<T> {
+        let mut found = None;
+        self.object(depth, |skim, key| {
+            if key == name {
+                once(&mut found, read(skim)?)
+            } else {
+                skim.skip(depth + 1)
+            }
+        })?;
+        found
     }
 
     /// The top-level `date`: `Some(None)` when it is there but is no timestamp (inlet reads an
