@@ -28,8 +28,23 @@ use crate::cli::{Cli, Command};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Turns transparent huge pages off for this process unless `MIMALLOC_ALLOW_THP` is set, which
+/// leaves the choice to mimalloc (`=1` allows them; `=0` turns them off in mimalloc itself). mimalloc reserves its arenas with `MADV_HUGEPAGE`, so on
+/// a kernel whose THP mode is `madvise` (or `always`) every touched 2 MiB of heap became resident
+/// whole: a stage holding 100,000 stacks kept 127 MiB in huge pages and 145-177 MiB resident, 113-133
+/// MiB without them, and an empty stage 48 MiB against 20 MiB (docs/BENCHMARKS.md, "Registry
+/// scale"). The flag is the process's (`PR_SET_THP_DISABLE`), inherited by child processes.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        // A kernel without the flag (before 3.15) answers EINVAL and nothing changes.
+        let _ = nix::sys::prctl::set_thp_disable(true);
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    no_transparent_huge_pages();
     let cli = Cli::parse();
     let config = match cli::config(&cli) {
         Ok(config) => config,
