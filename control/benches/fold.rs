@@ -139,7 +139,7 @@ fn stacks_on_repository(c: &mut Criterion) {
         let keys: Vec<(String, String)> = registry
             .stacks()
             .step_by((stacks / 1_000).max(1))
-            .map(|s| (s.integration.clone(), s.repository.to_lowercase()))
+            .map(|s| (s.integration.to_string(), s.repository.to_lowercase()))
             .collect();
         let matches: usize = keys
             .iter()

@@ -3,7 +3,11 @@
 //! These are plain data. The rules that relate them (unique names, one default integration,
 //! availability through inheriting spaces) live in [`crate::fold`], the only code that changes them.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+
+pub use crate::text::Text;
 
 /// The path of an integration's webhook URL before its name (DESIGN §4.1): the URL is derived
 /// from the name alone, so re-creating an integration keeps it.
@@ -157,6 +161,9 @@ pub enum IntegrationStatus {
 }
 
 /// An infrastructure-as-code project tied to a repository and a tracked branch.
+///
+/// The values stacks share (space, integration, repository, branch, project root, labels) are
+/// [`Text`]s: in a registry, one allocation per distinct value (`crate::text`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stack {
     /// Unique identifier; the key of its triggers and decisions on Kafka.
@@ -164,26 +171,26 @@ pub struct Stack {
     /// Human name.
     pub name: String,
     /// The space the stack lives in.
-    pub space_id: String,
+    pub space_id: Text,
     /// The name of the integration the stack uses (kept when the integration is deleted).
-    pub integration: String,
+    pub integration: Text,
     /// `PROJECT/repo` as Bitbucket names it.
-    pub repository: String,
+    pub repository: Text,
     /// The tracked branch: pushes to it request tracked runs, others proposed runs.
-    pub branch: String,
+    pub branch: Text,
     /// Directory of the project inside the repository (`""`: all of it), normalised.
-    pub project_root: String,
+    pub project_root: Text,
     /// Globs of further paths whose changes affect the stack.
     #[serde(default)]
     pub additional_project_globs: Vec<String>,
     /// Free-form labels.
-    pub labels: Vec<String>,
+    pub labels: Arc<[Text]>,
     /// A disabled stack is matched but its runs are blocked.
     pub disabled: bool,
     /// Attached or detached (integration deleted).
     pub integration_status: IntegrationStatus,
     /// The incarnation id of the integration the stack is attached to.
-    pub integration_id: String,
+    pub integration_id: Text,
     /// Identifies this incarnation of the id (the id of the command that created it): a stack
     /// deleted and created again with the same id is another stack, with none of its runs.
     /// Empty for stacks created before incarnations were recorded.

@@ -522,7 +522,7 @@ impl Registry {
         validate_name("name", &spec.name)?;
         validate_repository(&spec.repository)?;
         validate_branch(&spec.branch)?;
-        if self.stacks.contains_key(&spec.id) {
+        if self.stacks.contains_key(spec.id.as_str()) {
             return Err(Rejection::conflict(
                 "stack_exists",
                 format!("a stack with id `{}` already exists", spec.id),
@@ -535,23 +535,25 @@ impl Registry {
             .attachable(&spec.integration, &spec.space_id)?
             .id
             .clone();
+        let project_root = validate_root(&spec.project_root)?;
+        let additional_project_globs = validate_globs(&spec.additional_project_globs)?;
+        let texts = &mut self.interner;
         let stack = Stack {
             id: spec.id.clone(),
             name: spec.name.clone(),
-            space_id: spec.space_id.clone(),
-            integration: spec.integration.clone(),
-            repository: spec.repository.clone(),
-            branch: spec.branch.clone(),
-            project_root: validate_root(&spec.project_root)?,
-            additional_project_globs: validate_globs(&spec.additional_project_globs)?,
-            labels: spec.labels.clone(),
+            space_id: texts.text(&spec.space_id),
+            integration: texts.text(&spec.integration),
+            repository: texts.text(&spec.repository),
+            branch: texts.text(&spec.branch),
+            project_root: texts.text(&project_root),
+            additional_project_globs,
+            labels: texts.list(&spec.labels),
             disabled: spec.disabled,
             integration_status: IntegrationStatus::Attached,
-            integration_id,
+            integration_id: texts.text(&integration_id),
             incarnation: incarnation.to_owned(),
         };
-        self.index_stack(&stack);
-        self.stacks.insert(stack.id.clone(), Box::new(stack));
+        self.insert_stack(Box::new(stack));
         Ok(Applied::default())
     }
 
@@ -569,35 +571,35 @@ impl Registry {
         }
         if let Some(repository) = &patch.repository {
             validate_repository(repository)?;
-            next.repository = repository.clone();
+            next.repository = self.interner.text(repository);
         }
         if let Some(branch) = &patch.branch {
             validate_branch(branch)?;
-            next.branch = branch.clone();
+            next.branch = self.interner.text(branch);
         }
         if let Some(root) = &patch.project_root {
-            next.project_root = validate_root(root)?;
+            next.project_root = self.interner.text(&validate_root(root)?);
         }
         if let Some(globs) = &patch.additional_project_globs {
             next.additional_project_globs = validate_globs(globs)?;
         }
         if let Some(labels) = &patch.labels {
             validate_labels(labels)?;
-            next.labels = labels.clone();
+            next.labels = self.interner.list(labels);
         }
         if let Some(disabled) = patch.disabled {
             next.disabled = disabled;
         }
         if let Some(name) = &patch.integration {
             let integration = self.attachable(name, &next.space_id)?;
-            next.integration = integration.name.clone();
-            next.integration_id = integration.id.clone();
+            let (name, id) = (integration.name.clone(), integration.id.clone());
+            next.integration = self.interner.text(&name);
+            next.integration_id = self.interner.text(&id);
             next.integration_status = IntegrationStatus::Attached;
         }
         let previous = current.clone();
         self.unindex_stack(&previous);
-        self.index_stack(&next);
-        self.stacks.insert(next.id.clone(), next);
+        self.insert_stack(next);
         Ok(Applied::default())
     }
 

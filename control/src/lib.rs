@@ -35,6 +35,7 @@ pub mod paths;
 pub mod registry;
 pub mod snapshot;
 pub mod synthetic;
+pub mod text;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use crate::domain::{ApiKey, Integration, ManagedWebhook, ROOT_SPACE, Space, Stack};
+use crate::text::{Interner, Text};
 
 /// The folded state of the control log.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,16 +15,20 @@ pub struct Registry {
     pub(crate) integrations: BTreeMap<String, Integration>,
     /// Boxed: a map node then holds a pointer, not a 300-byte stack (nodes are half empty after
     /// in-order inserts, so this halves the map's memory at 100,000 stacks).
-    pub(crate) stacks: BTreeMap<String, Box<Stack>>,
+    /// Keyed by a `Text` of the id, shared with `by_repository`'s entries.
+    pub(crate) stacks: BTreeMap<Text, Box<Stack>>,
     pub(crate) api_keys: BTreeMap<String, ApiKey>,
     /// Integration name → Bitbucket webhook id → the webhooks inlet manages for it.
     pub(crate) webhooks: BTreeMap<String, BTreeMap<u64, ManagedWebhook>>,
     /// (lower-case integration name, lower-case repository) → ids of the stacks on it, sorted.
-    /// A sorted `Vec`, not a `BTreeSet`: most keys hold one or two stacks, and a set allocates a
-    /// whole node for one.
-    pub(crate) by_repository: HashMap<(String, String), Vec<String>>,
+    /// A sorted `Vec` of exact capacity, not a `BTreeSet`: most keys hold one or two stacks (a
+    /// set allocates a whole node for one, a `Vec` room for four); key parts are interned.
+    pub(crate) by_repository: HashMap<(Text, Text), Vec<Text>>,
     /// Integration name → the latest reconciliation asked for it.
     pub(crate) reconciles: BTreeMap<String, ReconcileRequest>,
+    /// The stacks' shared values (space, integration, repository, branch, root, labels): one
+    /// allocation per distinct value, not per stack. Not state: ignored by `==`.
+    pub(crate) interner: Interner,
 }
 
 /// The latest reconciliation an operator asked for, per integration.
@@ -56,6 +61,7 @@ impl Registry {
             webhooks: BTreeMap::new(),
             by_repository: HashMap::new(),
             reconciles: BTreeMap::new(),
+            interner: Interner::new(),
         }
     }
 
@@ -169,21 +175,41 @@ impl Registry {
         }
     }
 
-    pub(crate) fn index_stack(&mut self, stack: &Stack) {
-        let ids = self
-            .by_repository
-            .entry(repository_key(&stack.integration, &stack.repository))
-            .or_default();
-        if let Err(at) = ids.binary_search(&stack.id) {
-            ids.insert(at, stack.id.clone());
+    /// Makes `stack`'s shared values the interner's (a stack read from a snapshot has its own).
+    pub(crate) fn share_values(&mut self, stack: &mut Stack) {
+        let texts = &mut self.interner;
+        stack.space_id = texts.share(&stack.space_id);
+        stack.integration = texts.share(&stack.integration);
+        stack.repository = texts.share(&stack.repository);
+        stack.branch = texts.share(&stack.branch);
+        stack.project_root = texts.share(&stack.project_root);
+        stack.integration_id = texts.share(&stack.integration_id);
+        stack.labels = texts.list(&stack.labels);
+    }
+
+    /// Adds (or replaces) `stack` and indexes it by repository; the caller unindexed the one it
+    /// replaces.
+    pub(crate) fn insert_stack(&mut self, stack: Box<Stack>) {
+        // Ids are unique: one allocation shared by the map key and the index, not interned.
+        let id = Text::from(stack.id.as_str());
+        let key = (
+            self.interner.text(&stack.integration.to_lowercase()),
+            self.interner.text(&stack.repository.to_lowercase()),
+        );
+        let ids = self.by_repository.entry(key).or_default();
+        if let Err(at) = ids.binary_search(&id) {
+            ids.reserve_exact(1);
+            ids.insert(at, id.clone());
         }
+        self.stacks.insert(id, stack);
     }
 
     pub(crate) fn unindex_stack(&mut self, stack: &Stack) {
         let key = repository_key(&stack.integration, &stack.repository);
         if let Some(ids) = self.by_repository.get_mut(&key) {
-            if let Ok(at) = ids.binary_search(&stack.id) {
+            if let Ok(at) = ids.binary_search_by(|id| id.as_str().cmp(&stack.id)) {
                 ids.remove(at);
+                ids.shrink_to_fit();
             }
             if ids.is_empty() {
                 self.by_repository.remove(&key);
@@ -205,6 +231,9 @@ pub struct RegistrySizes {
     pub api_keys: usize,
 }
 
-fn repository_key(integration: &str, repository: &str) -> (String, String) {
-    (integration.to_lowercase(), repository.to_lowercase())
+fn repository_key(integration: &str, repository: &str) -> (Text, Text) {
+    (
+        Text::from(integration.to_lowercase()),
+        Text::from(repository.to_lowercase()),
+    )
 }

@@ -213,13 +213,16 @@ pub struct Cursor {
 
 /// Appends the entries of `map` after `after` to `buf` until it holds `limit` bytes. The last key
 /// written when it stopped for the limit; `None` when the section is done.
-fn fill<'a, T>(
-    map: &'a BTreeMap<String, T>,
+fn fill<'a, K, T>(
+    map: &'a BTreeMap<K, T>,
     after: Option<&str>,
     buf: &mut Vec<u8>,
     limit: usize,
     entry: impl Fn(&'a str, &'a T) -> EntryRef<'a>,
-) -> Option<String> {
+) -> Option<String>
+where
+    K: Ord + std::borrow::Borrow<str>,
+{
     use std::ops::Bound;
     let range = match after {
         Some(key) => map.range::<str, _>((Bound::Excluded(key), Bound::Unbounded)),
@@ -227,11 +230,12 @@ fn fill<'a, T>(
     };
     for (key, value) in range {
         // Serializing plain data into a Vec cannot fail.
+        let key: &str = key.borrow();
         if serde_json::to_writer(&mut *buf, &entry(key, value)).is_ok() {
             buf.push(b'\n');
         }
         if buf.len() >= limit {
-            return Some(key.clone());
+            return Some(key.to_owned());
         }
     }
     None
@@ -325,9 +329,9 @@ pub fn load_chunk(registry: &mut Registry, bytes: &[u8]) -> Result<(), SnapshotE
             } => {
                 registry.reconciles.insert(integration, request);
             }
-            Entry::Stack(stack) => {
-                registry.index_stack(&stack);
-                registry.stacks.insert(stack.id.clone(), Box::new(stack));
+            Entry::Stack(mut stack) => {
+                registry.share_values(&mut stack);
+                registry.insert_stack(Box::new(stack));
             }
         }
     }

@@ -459,7 +459,7 @@ impl Reporter {
         let stack = registry
             .stack(&run.stack_id)
             .ok_or_else(|| (String::new(), "stack_deleted".to_owned()))?;
-        let name = stack.integration.clone();
+        let name = stack.integration.to_string();
         let fail = |reason: String| (name.clone(), reason);
         if stack.integration_status == IntegrationStatus::Detached {
             return Err(fail("integration_detached".to_owned()));

@@ -587,12 +587,12 @@ impl<S: RefsSource> Reconciler<S> {
                     scope: Scope {
                         integration: integration.name.clone(),
                         integration_id: integration.id.clone(),
-                        repository: stack.repository.clone(),
+                        repository: stack.repository.to_string(),
                     },
                     branches: BTreeSet::new(),
                 })
                 .branches
-                .insert(stack.branch.clone());
+                .insert(stack.branch.to_string());
         }
         work.into_values().collect()
     }

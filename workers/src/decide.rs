@@ -51,7 +51,7 @@ pub fn decide(registry: &Registry, trigger: &StackTrigger) -> Result<RunDecision
         schema: RUN_SCHEMA.to_owned(),
         run_id,
         stack_id: stack.id.clone(),
-        space_id: stack.space_id.clone(),
+        space_id: stack.space_id.to_string(),
         status: if blocked_reason.is_some() {
             RunStatus::Blocked
         } else {

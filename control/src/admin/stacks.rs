@@ -221,8 +221,8 @@ impl Admin {
                 &stack.integration,
                 Commit {
                     sha,
-                    branch: stack.branch.clone(),
-                    repository: stack.repository.clone(),
+                    branch: stack.branch.to_string(),
+                    repository: stack.repository.to_string(),
                 },
                 principal.actor(),
                 self.control.applied_offset(),

@@ -2,7 +2,7 @@
 //! OpenAPI document publishes, so documentation and behaviour come from the same types.
 
 use crate::domain::{
-    ApiKey, Integration, IntegrationStatus, ManagedWebhook, PROVIDER, Role, Space, Stack,
+    ApiKey, Integration, IntegrationStatus, ManagedWebhook, PROVIDER, Role, Space, Stack, Text,
 };
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -467,17 +467,17 @@ impl From<&Stack> for StackView {
         StackView {
             id: s.id.clone(),
             name: s.name.clone(),
-            space_id: s.space_id.clone(),
-            integration: s.integration.clone(),
+            space_id: s.space_id.to_string(),
+            integration: s.integration.to_string(),
             integration_status: match s.integration_status {
                 IntegrationStatus::Attached => StatusName::Attached,
                 IntegrationStatus::Detached => StatusName::Detached,
             },
-            repository: s.repository.clone(),
-            branch: s.branch.clone(),
-            project_root: s.project_root.clone(),
+            repository: s.repository.to_string(),
+            branch: s.branch.to_string(),
+            project_root: s.project_root.to_string(),
             additional_project_globs: s.additional_project_globs.clone(),
-            labels: s.labels.clone(),
+            labels: s.labels.iter().map(Text::to_string).collect(),
             disabled: s.disabled,
         }
     }
