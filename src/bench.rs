@@ -9,7 +9,9 @@
 //! At a fixed rate, latency is measured from when each request was *due*, not when it was sent, so
 //! a stalled server shows up in the percentiles (no coordinated omission). `--compare` also runs the
 //! same load against a bare hyper + HMAC + produce loop on the same broker: the ceiling for this
-//! design.
+//! design. The load generator runs on its own runtime (threads named [`LOAD_THREAD`]), so each
+//! server's CPU per accepted request is the process's less those threads and the embedded
+//! broker's, as `../shared/perf/ingest-vs-ceiling` measures it with separate processes.
 //!
 //! Against several processes (`--url` once per ingest replica, `--metrics-url` once per process),
 //! it also reports what each process handled during the measured phase ([`scrape`]).
@@ -177,6 +179,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     };
 
     let setup = Setup::create(&target, &args, fake.as_ref().map(|f| f.base_url())).await?;
+    let clients = LoadRuntime(Some(load_runtime()?));
     eprintln!(
         "bench: {} stacks on {} repositories ready; {} s warmup, {} s measured, {}, {} connections, {}-byte bodies",
         args.stacks,
@@ -224,7 +227,15 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     let inlet = if args.baseline_only {
         LoadReport::empty()
     } else {
-        load(&args, &inlet_urls, &args.metrics_urls, &setup, e2e.as_ref()).await?
+        load(
+            &args,
+            &inlet_urls,
+            &args.metrics_urls,
+            &setup,
+            e2e.as_ref(),
+            clients.handle(),
+        )
+        .await?
     };
     let e2e_report = match &e2e {
         Some(watch) => Some(watch.finish(inlet.accepted).await),
@@ -233,7 +244,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
 
     let baseline = if args.compare || args.baseline_only {
         let (url, stop) = baseline::start(&config, &target, &setup.secret).await?;
-        let report = load(&args, &[url], &[], &setup, None).await?;
+        let report = load(&args, &[url], &[], &setup, None, clients.handle()).await?;
         stop.cancel();
         Some(report)
     } else {
@@ -255,6 +266,10 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
         ratio_to_baseline: baseline
             .as_ref()
             .map(|b| inlet.accepted_per_sec / b.accepted_per_sec.max(1e-9)),
+        cpu_ratio_to_baseline: baseline.as_ref().and_then(|b| {
+            (inlet.server_cpu_us_per_request > 0.0)
+                .then(|| b.server_cpu_us_per_request / inlet.server_cpu_us_per_request)
+        }),
         inlet,
         end_to_end: e2e_report,
         baseline,
@@ -505,6 +520,10 @@ struct LoadReport {
     latency_ms: Percentiles,
     /// CPU the whole process used during the phase, warmup included.
     cpu_seconds: f64,
+    /// CPU the server spent per accepted request in the measured phase, in microseconds: the
+    /// process less the load generator's threads and the embedded broker's (router, workers and
+    /// the end-to-end reader included when they run).
+    server_cpu_us_per_request: f64,
     /// Wall-clock length of the phase, warmup included.
     wall_seconds: f64,
     /// What each `--metrics-url` process handled during the measured phase.
@@ -525,6 +544,7 @@ impl LoadReport {
                 max: 0.0,
             },
             cpu_seconds: 0.0,
+            server_cpu_us_per_request: 0.0,
             wall_seconds: 0.0,
             processes: Vec::new(),
         }
@@ -565,6 +585,7 @@ async fn load(
     metrics_urls: &[String],
     setup: &Setup,
     watch: Option<&DecisionWatch>,
+    clients: &tokio::runtime::Handle,
 ) -> anyhow::Result<LoadReport> {
     let mut targets = Vec::new();
     for url in urls {
@@ -596,20 +617,28 @@ async fn load(
     let serial = Arc::new(AtomicU64::new(rand_start()));
     let cpu_before = cpu_seconds();
     let wall_before = Instant::now();
+    let measured_cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        CpuSplit::now()
+    });
     let template = Arc::new(setup.template.parts.clone());
     let mut tasks = Vec::new();
     for i in 0..args.concurrency {
         let (authority, path) = &targets[i % targets.len()];
-        let stream = TcpStream::connect(authority).await?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(connection);
         let (counter, serial, template) = (counter.clone(), serial.clone(), template.clone());
         let (authority, path, secret) = (authority.clone(), path.clone(), setup.secret.clone());
         let integration = setup.integration.clone();
         let (rate, repositories) = (args.rate, args.repositories as u64);
         let pending = watch.map(|w| w.pending.clone());
-        tasks.push(tokio::spawn(async move {
+        // On the load generator's runtime, connection included: its sockets are polled by its
+        // threads, not by the server's.
+        tasks.push(clients.spawn(async move {
+            let stream = TcpStream::connect(authority.as_str())
+                .await
+                .with_context(|| format!("connecting to {authority}"))?;
+            let _ = stream.set_nodelay(true);
+            let (mut sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(connection);
             let template = Template {
                 parts: (*template).clone(),
             };
@@ -683,6 +712,8 @@ async fn load(
         .as_secs_f64()
         .max(1e-9);
     let elapsed = elapsed.min(args.duration as f64).max(1e-9);
+    let cpu_end = CpuSplit::now();
+    let server_seconds = measured_cpu.await?.server_until(&cpu_end);
     let processes = match scrapes {
         Some(task) => task.await?,
         None => Vec::new(),
@@ -693,6 +724,7 @@ async fn load(
         errors: tally.errors,
         latency_ms: Percentiles::of(&histogram),
         cpu_seconds: cpu_seconds() - cpu_before,
+        server_cpu_us_per_request: server_seconds * 1e6 / tally.accepted.max(1) as f64,
         wall_seconds: wall_before.elapsed().as_secs_f64(),
         processes,
     })
@@ -706,24 +738,103 @@ fn rand_start() -> u64 {
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat`.
 fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .unwrap_or_default();
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| stat_cpu(&stat).map(|(_, seconds)| seconds))
+        .unwrap_or(0.0)
+}
+
+/// The command name and CPU seconds (utime + stime) of a `/proc/<pid>[/task/<tid>]/stat` line.
+fn stat_cpu(stat: &str) -> Option<(&str, f64)> {
+    // The name is in parentheses and may hold spaces and parentheses: up to the last `)`.
+    let (head, rest) = stat.rsplit_once(')')?;
+    let (_, name) = head.split_once('(')?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
     // utime and stime are fields 14 and 15 of the whole line: 11 and 12 after the name.
     // Linux reports them in USER_HZ, 100 on every mainstream architecture.
-    (ticks(11) + ticks(12)) / 100.0
+    Some((name, (ticks(11)? + ticks(12)?) / 100.0))
+}
+
+/// The name of the load generator's threads (its own runtime), so that their CPU is not counted
+/// as the server's.
+const LOAD_THREAD: &str = "bench-load";
+
+/// The embedded broker's threads: librdkafka's mock broker and the thread that holds it.
+fn is_broker_thread(name: &str) -> bool {
+    name == "rdk:mock" || name.starts_with("inlet-embedded")
+}
+
+/// This process's CPU seconds at one moment, split by who spent them.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuSplit {
+    process: f64,
+    load: f64,
+    broker: f64,
+}
+
+impl CpuSplit {
+    fn now() -> CpuSplit {
+        let mut split = CpuSplit {
+            process: cpu_seconds(),
+            ..CpuSplit::default()
+        };
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return split;
+        };
+        for task in tasks.flatten() {
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue;
+            };
+            match stat_cpu(&stat) {
+                Some((name, seconds)) if name.starts_with(LOAD_THREAD) => split.load += seconds,
+                Some((name, seconds)) if is_broker_thread(name) => split.broker += seconds,
+                _ => {}
+            }
+        }
+        split
+    }
+
+    /// CPU seconds the server spent from `self` to `later`: the whole process (threads that
+    /// exited included) less the load generator's and the embedded broker's threads, which live
+    /// through a phase.
+    fn server_until(&self, later: &CpuSplit) -> f64 {
+        let process = later.process - self.process;
+        let others = (later.load - self.load) + (later.broker - self.broker);
+        (process - others).max(0.0)
+    }
+}
+
+/// The load generator's runtime: its own threads, named [`LOAD_THREAD`], so the server's CPU
+/// can be told from the client's as `../shared/perf/ingest-vs-ceiling` does with two processes.
+fn load_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(LOAD_THREAD)
+        .enable_all()
+        .build()?)
+}
+
+/// Owns the load generator's runtime and shuts it down without blocking (a runtime dropped
+/// inside another one's task would panic).
+struct LoadRuntime(Option<tokio::runtime::Runtime>);
+
+impl LoadRuntime {
+    fn handle(&self) -> &tokio::runtime::Handle {
+        match &self.0 {
+            Some(runtime) => runtime.handle(),
+            None => unreachable!("the runtime is taken only on drop"),
+        }
+    }
+}
+
+impl Drop for LoadRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Follows `inlet.runs` and measures from each request's due time to its first decision.
@@ -879,6 +990,9 @@ struct Report {
     end_to_end: Option<EndToEnd>,
     baseline: Option<LoadReport>,
     ratio_to_baseline: Option<f64>,
+    /// The bare loop's server CPU per request over inlet's (the figure of
+    /// `../shared/perf/ingest-vs-ceiling`): 1 means inlet costs what the bare loop does.
+    cpu_ratio_to_baseline: Option<f64>,
 }
 
 impl Report {
@@ -912,6 +1026,10 @@ impl Report {
                 report.cpu_seconds,
                 report.wall_seconds,
                 report.cpu_seconds / report.wall_seconds.max(1e-9)
+            );
+            println!(
+                "  server CPU      {:.1} µs per accepted request (the process less the load generator's and the embedded broker's threads)",
+                report.server_cpu_us_per_request
             );
         };
         println!(
@@ -962,7 +1080,10 @@ impl Report {
             phase("bare hyper + HMAC + produce", baseline);
         }
         if let Some(ratio) = self.ratio_to_baseline {
-            println!("inlet / bare loop: {ratio:.2}");
+            println!("inlet / bare loop: {ratio:.2} of its requests per second");
+        }
+        if let Some(ratio) = self.cpu_ratio_to_baseline {
+            println!("bare loop / inlet CPU per request = {ratio:.2}");
         }
     }
 }
@@ -1082,5 +1203,51 @@ mod tests {
         let feature = template.render(3, 10);
         let push = inlet_bitbucket::parse_refs_changed(&feature).expect("valid push");
         assert_eq!(push.changes[0].reference.short_name(), "feature-3");
+    }
+
+    /// A stat line's name may hold spaces and parentheses; CPU is utime + stime in USER_HZ.
+    #[test]
+    fn stat_lines_parse() {
+        let line = "4242 (rdk:main (x) y) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0 9";
+        assert_eq!(stat_cpu(line), Some(("rdk:main (x) y", 3.0)));
+        assert_eq!(stat_cpu("4242 (short) S 1 2"), None);
+    }
+
+    /// CPU spent on a thread named like the load generator's is the load's, not the server's.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn load_threads_are_not_the_server() {
+        let before = CpuSplit::now();
+        let spent = std::thread::Builder::new()
+            .name(format!("{LOAD_THREAD}-test"))
+            .spawn(|| {
+                // Busy until this thread's own counters show 50 ms (their granularity is 10 ms).
+                let own = || {
+                    std::fs::read_to_string("/proc/thread-self/stat")
+                        .ok()
+                        .and_then(|stat| stat_cpu(&stat).map(|(_, s)| s))
+                        .unwrap_or(0.0)
+                };
+                let mut x = 0u64;
+                while own() < 0.05 {
+                    for i in 0..100_000u64 {
+                        x = x.wrapping_mul(31).wrapping_add(i);
+                    }
+                }
+                std::hint::black_box(x);
+                // Measured while the thread still exists, as a phase's end is.
+                CpuSplit::now()
+            })
+            .expect("spawn")
+            .join()
+            .expect("join");
+        assert!(spent.load - before.load >= 0.05, "{before:?} {spent:?}");
+        // The process counted it; the server's share does not.
+        let process = spent.process - before.process;
+        assert!(process >= 0.05, "{before:?} {spent:?}");
+        assert!(
+            before.server_until(&spent) <= process - (spent.load - before.load) + 1e-9,
+            "{before:?} {spent:?}"
+        );
     }
 }
