@@ -442,9 +442,20 @@ pub async fn dev(
     router_result.context("router")?;
     workers_result.context("workers")?;
     reporter_result.context("reporter")?;
-    let Connected { control_task, .. } = connected;
+    // Every client goes before the broker it talks to: a `..` pattern would leave the producer,
+    // the control log's and the probe's clients to be dropped after it, each then logging that
+    // all brokers are down.
+    let Connected {
+        kafka,
+        producer,
+        control,
+        control_task,
+        metrics,
+        topics: _,
+    } = connected;
+    drop((producer, control, metrics));
     let _ = control_task.await;
-    // Every client is gone now; only then stop the broker they talk to.
+    drop(kafka);
     drop(broker);
     Ok(())
 }

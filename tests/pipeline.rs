@@ -201,7 +201,13 @@ async fn push_to_decisions_in_dev() {
         assert!(text.contains(line), "missing `{line}` in\n{text}");
     }
     let status = dev.stop();
-    assert!(status.success(), "exit status {status}\n{}", dev.log());
+    let log = dev.log();
+    assert!(status.success(), "exit status {status}\n{log}");
+    // Every client closed before the embedded broker stopped: none reports it gone.
+    assert!(
+        !log.contains("AllBrokersDown") && !log.contains(" ERROR "),
+        "errors at shutdown:\n{log}"
+    );
 }
 
 /// The same story with ingest, router and workers as three processes against one broker that a
