@@ -726,6 +726,43 @@ mod tests {
         );
     }
 
+    /// Stacks folded from the log and stacks loaded from a snapshot both hold one allocation per
+    /// distinct value: two stacks on one repository share its name, space and label set.
+    #[test]
+    fn stacks_share_their_values() {
+        let registry = folded(2_000);
+        let mut loaded = Registry::new();
+        for chunk in chunks(&registry, 16 * 1024) {
+            load_chunk(&mut loaded, &chunk).expect("load");
+        }
+        for registry in [&registry, &loaded] {
+            let stacks: Vec<_> = registry.stacks().collect();
+            let (a, b) = stacks
+                .iter()
+                .enumerate()
+                .find_map(|(i, a)| {
+                    stacks[i + 1..]
+                        .iter()
+                        .find(|b| b.repository == a.repository && b.space_id == a.space_id)
+                        .map(|b| (*a, *b))
+                })
+                .expect("two stacks on one repository in one space");
+            assert!(a.repository.same_allocation(&b.repository));
+            assert!(a.space_id.same_allocation(&b.space_id));
+            let (x, y) = stacks
+                .iter()
+                .enumerate()
+                .find_map(|(i, x)| {
+                    stacks[i + 1..]
+                        .iter()
+                        .find(|y| y.labels == x.labels)
+                        .map(|y| (*x, *y))
+                })
+                .expect("two stacks with one label set");
+            assert!(std::sync::Arc::ptr_eq(&x.labels, &y.labels));
+        }
+    }
+
     /// A registry of nothing but `root` is still one chunk.
     #[test]
     fn empty_registry() {

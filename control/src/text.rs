@@ -27,6 +27,14 @@ impl Text {
     }
 }
 
+#[cfg(test)]
+impl Text {
+    /// Whether both are one allocation (what the interner is for).
+    pub(crate) fn same_allocation(&self, other: &Text) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 impl Default for Text {
     fn default() -> Self {
         Text::from("")
@@ -161,25 +169,31 @@ impl Interner {
         Self::default()
     }
 
+    /// The shared `Text` equal to `value`, if the interner holds one.
+    fn get(&self, value: &str) -> Option<Text> {
+        self.texts.get(value).cloned()
+    }
+
     /// The shared `Text` equal to `value`.
     pub fn text(&mut self, value: &str) -> Text {
-        if let Some(text) = self.texts.get(value) {
-            return text.clone();
+        match self.get(value) {
+            Some(text) => text,
+            None => self.insert(Text::from(value)),
         }
-        self.maybe_sweep();
-        let text = Text::from(value);
-        self.texts.insert(text.clone());
-        text
     }
 
     /// The shared `Text` equal to `value`, reusing `value`'s allocation when it is the first.
     pub fn share(&mut self, value: &Text) -> Text {
-        if let Some(text) = self.texts.get(value.as_str()) {
-            return text.clone();
+        match self.get(value) {
+            Some(text) => text,
+            None => self.insert(value.clone()),
         }
+    }
+
+    fn insert(&mut self, text: Text) -> Text {
         self.maybe_sweep();
-        self.texts.insert(value.clone());
-        value.clone()
+        self.texts.insert(text.clone());
+        text
     }
 
     /// The shared list equal to `values` (each element shared too).
