@@ -179,7 +179,7 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     };
 
     let setup = Setup::create(&target, &args, fake.as_ref().map(|f| f.base_url())).await?;
-    let clients = LoadRuntime(Some(load_runtime()?));
+    let clients = LoadRuntime::new()?;
     eprintln!(
         "bench: {} stacks on {} repositories ready; {} s warmup, {} s measured, {}, {} connections, {}-byte bodies",
         args.stacks,
@@ -281,9 +281,8 @@ pub async fn run(config: Config, args: BenchArgs) -> anyhow::Result<()> {
     }
 
     // Close every client of the embedded broker before the pipeline stops it: the end-to-end
-    // reader, and the load generator's connections, whose server side holds the bare loop's
-    // producer (a bare-loop task may still hold it for a moment: about one run in five then
-    // logs that all brokers are down, after the report).
+    // reader and the load generator's connections (the bare loop let go of its producer when
+    // it was stopped).
     drop(e2e);
     drop(clients);
     shutdown.cancel();
@@ -811,20 +810,20 @@ impl CpuSplit {
 
 /// The load generator's runtime: its own threads, named [`LOAD_THREAD`], so the server's CPU
 /// can be told from the client's as `../shared/perf/ingest-vs-ceiling` does with two processes.
-fn load_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name(LOAD_THREAD)
-        .enable_all()
-        .build()?)
-}
-
-/// Owns the load generator's runtime and shuts it down without blocking (a runtime dropped
-/// inside another one's task would panic).
+/// Shut down without blocking on drop (a runtime dropped inside another one's task would panic).
 struct LoadRuntime(Option<tokio::runtime::Runtime>);
 
 impl LoadRuntime {
+    fn new() -> anyhow::Result<LoadRuntime> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name(LOAD_THREAD)
+            .enable_all()
+            .build()?;
+        Ok(LoadRuntime(Some(runtime)))
+    }
+
     fn handle(&self) -> &tokio::runtime::Handle {
         match &self.0 {
             Some(runtime) => runtime.handle(),
@@ -1128,6 +1127,7 @@ mod baseline {
                 };
                 let _ = stream.set_nodelay(true);
                 let (producer, topic, secret) = (producer.clone(), topic.clone(), secret.clone());
+                let stopped = token.clone();
                 tokio::spawn(async move {
                     let service =
                         service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
@@ -1179,9 +1179,14 @@ mod baseline {
                                 Ok::<_, Infallible>(response)
                             }
                         });
-                    let _ = server::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let serving =
+                        server::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    // Stopped, a connection lets go of its producer at once, not when its client
+                    // goes: no producer of the bare loop outlives the embedded broker.
+                    tokio::select! {
+                        _ = serving => {}
+                        _ = stopped.cancelled() => {}
+                    }
                 });
             }
         });
